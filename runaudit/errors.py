@@ -1,0 +1,85 @@
+"""One exception tree and the fixed exit codes of the command line."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in README.md and stable across releases."""
+
+    OK = 0
+    FINDINGS = 1  # --fail-on matched something
+    USAGE = 2  # bad arguments or options (also typer's own code)
+    INPUT = 3  # unreadable or malformed input files, bad config
+    STORE = 4  # database missing, locked, corrupt or from a newer runaudit
+    JUDGE = 5  # the LLM judge could not run (no key, API failure)
+    INTERRUPT = 130
+
+
+class RunauditError(Exception):
+    """Base of every error runaudit raises on purpose.
+
+    Args:
+        message: what went wrong, in one sentence a user can act on.
+        hint: optionally, what to do about it.
+    """
+
+    exit_code: ExitCode = ExitCode.INPUT
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class UsageError(RunauditError):
+    """An option value that parses but makes no sense (a bad week, an unknown rule code)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InputFormatError(RunauditError):
+    """An input path or file cannot be read at all (missing, unreadable, corrupt gzip)."""
+
+    exit_code = ExitCode.INPUT
+
+
+class RuleConfigError(RunauditError):
+    """The TOML config is invalid: unknown keys, bad regex, bad JSON path."""
+
+    exit_code = ExitCode.INPUT
+
+
+class StoreError(RunauditError):
+    """The DuckDB file cannot be used: locked, corrupt, newer schema, failed query."""
+
+    exit_code = ExitCode.STORE
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the database's write lock."""
+
+
+class ReviewStateError(RunauditError):
+    """A review action refers to a key that does not exist or an invalid verdict."""
+
+    exit_code = ExitCode.USAGE
+
+
+class JudgeError(RunauditError):
+    """The optional LLM judge cannot run."""
+
+    exit_code = ExitCode.JUDGE
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """Map any exception to the process exit code the CLI returns."""
+    if isinstance(exc, RunauditError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPT
+    return ExitCode.STORE if exc.__class__.__module__.startswith("duckdb") else ExitCode.INPUT

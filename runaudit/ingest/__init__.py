@@ -1,0 +1,411 @@
+"""Lossless, incremental ingest of JSONL logs into the ``runs`` table.
+
+Every physical line read lands in exactly one bucket: ``ingested`` (a new run), ``duplicates`` (already in
+the store: same content seen before, or a region of a file already read), ``blank`` or ``quarantined`` (kept
+in the ``quarantine`` table with file, line, byte offset, reason and the first 64 KiB). One file is one
+transaction: a killed ingest leaves the file's previous state, and the next run redoes it exactly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runaudit.config import Config
+from runaudit.errors import InputFormatError
+from runaudit.ingest.normalize import PARSE_SQL, STOP_REASON_CASE, build_record_sql, build_shape_sql
+from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log
+from runaudit.store import Store
+
+LOG_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+ProgressFn = Callable[[int, str], None]
+
+
+@dataclass
+class FileResult:
+    """What one file contributed."""
+
+    path: str
+    mode: str  # new | appended | rewritten | unchanged | error
+    lines: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    blank: int = 0
+    quarantined: int = 0
+    error: str | None = None
+
+
+@dataclass
+class IngestResult:
+    """Totals of one ``ingest`` call (the ``--json`` output)."""
+
+    files: int = 0
+    lines: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    blank: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    files_new: int = 0
+    files_appended: int = 0
+    files_unchanged: int = 0
+    files_rewritten: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    per_file: list[FileResult] = field(default_factory=list)
+
+    def as_dict(self, per_file: bool = False) -> dict[str, Any]:
+        """The JSON-ready summary."""
+        d = asdict(self)
+        if not per_file:
+            d.pop("per_file")
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Expand files and folders (recursively, ``*.jsonl``, ``*.ndjson`` and their ``.gz``) to file paths.
+
+    Folders are walked without following symlinked folders, so a symlink loop cannot recurse. Explicit file
+    arguments are taken whatever their suffix. Raises :class:`InputFormatError` for a path that does not exist.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists() and not p.is_symlink():
+            raise InputFormatError(f"input path {p} does not exist")
+        if p.is_dir():
+            for root, dirs, files in os.walk(p, followlinks=False):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.lower().endswith(LOG_SUFFIXES):
+                        fp = os.path.join(root, name)
+                        key = os.path.realpath(fp)
+                        if key not in seen:
+                            seen.add(key)
+                            out.append(os.path.abspath(fp))
+        else:
+            key = os.path.realpath(p)
+            if key not in seen:
+                seen.add(key)
+                out.append(os.path.abspath(p))
+    return out
+
+
+def _map_exprs(cfg: Config) -> tuple[dict[str, str], list[str]]:
+    """SQL overrides for ``[ingest.map]`` fields, with the JSON paths as bound parameters."""
+    exprs: dict[str, str] = {}
+    params: list[str] = []
+    for fld, path in cfg.field_map.items():
+        exprs[fld] = "json_extract_string(body, ?)"
+        params.append(path)
+    return exprs, params
+
+
+_COLUMNS = ("rid, run_id, record_hash, record_bytes, shape, provider, task_id, ts, ts_source, model, prompt, "
+            "response_text, http_status, stop_reason, stop_reason_raw, error_type, error_message, refusal_text, "
+            "refusal_category, block_reason, reported_status, reported_source, input_tokens, output_tokens, "
+            "latency_ms, tool_calls, batch_result, custom_id, topic, source_file, source_line, source_offset, "
+            "ingest_id, notes, raw")
+
+_TS_PARSE = """CASE
+  WHEN {x} IS NULL THEN NULL
+  WHEN regexp_full_match(trim({x}), '-?[0-9]+(\\.[0-9]+)?') THEN try(CASE
+       WHEN abs(try_cast({x} AS DOUBLE)) >= 1e17 THEN make_timestamp((try_cast({x} AS DOUBLE) / 1000)::BIGINT)
+       WHEN abs(try_cast({x} AS DOUBLE)) >= 1e14 THEN make_timestamp(try_cast({x} AS DOUBLE)::BIGINT)
+       WHEN abs(try_cast({x} AS DOUBLE)) >= 1e11 THEN make_timestamp((try_cast({x} AS DOUBLE) * 1000)::BIGINT)
+       ELSE make_timestamp((try_cast({x} AS DOUBLE) * 1000000)::BIGINT) END)
+  ELSE try(timezone('UTC', try_cast(trim({x}) AS TIMESTAMPTZ)))
+END"""
+
+
+def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
+    m, mparams = _map_exprs(cfg)
+
+    def ov(fld: str, expr: str) -> str:
+        return f"coalesce({m[fld]}, {expr})" if fld in m else expr
+
+    # The order of the parameters follows the order in which ov() emits them in the SELECT below.
+    order: list[str] = []
+
+    def ovp(fld: str, expr: str) -> str:
+        if fld in m:
+            order.append(fld)
+        return ov(fld, expr)
+
+    sel = f"""
+    SELECT line_no, byte_offset, nbytes, body, bad_utf8, shape AS shape0,
+      {ovp('run_id', 'run_id')} AS run_id,
+      {ovp('task_id', 'task_id')} AS task_id,
+      {ovp('ts', 'ts_raw')} AS ts_raw,
+      {ovp('prompt', 'prompt')} AS prompt,
+      {ovp('text', 'response_text')} AS response_text,
+      {ovp('http_status', 'http_raw')} AS http_raw,
+      {ovp('stop_reason', 'stop_reason_raw')} AS stop_reason_raw,
+      {ovp('status', 'status_raw')} AS status_raw,
+      {ovp('model', 'model')} AS model,
+      {ovp('error', 'error_type')} AS error_type,
+      {ovp('latency_ms', 'latency_ms::VARCHAR')} AS latency_raw,
+      {ovp('input_tokens', 'input_tokens::VARCHAR')} AS in_tok_raw,
+      {ovp('output_tokens', 'output_tokens::VARCHAR')} AS out_tok_raw,
+      {ovp('topic', 'topic')} AS topic,
+      shape_kind, provider, custom_id, tool_calls, refusal_text, refusal_category, block_reason,
+      error_message, error_inner, batch_result, status_field, is_error_body,
+      {"(" + " OR ".join(f"{m[f]} IS NOT NULL" for f in m) + ")" if m else "false"} AS map_hit
+    FROM _records"""
+    map_params = [cfg.field_map[f] for f in order]
+    # the map_hit expression repeats every mapped path once more
+    map_params += list(mparams) if m else []
+    sql = f"""
+    CREATE OR REPLACE TEMP TABLE _final AS
+    WITH m AS ({sel}),
+    c AS (
+      SELECT *,
+        CASE WHEN shape0 IS NOT NULL THEN shape0 WHEN map_hit THEN 'custom' END AS shape,
+        {_TS_PARSE.format(x='ts_raw')} AS ts_parsed,
+        try_cast(try_cast(trim(http_raw) AS DOUBLE) AS INTEGER) AS http0,
+        regexp_extract(coalesce(error_message, error_type, ''), '^Error code: ([0-9]{{3}})', 1) AS http_from_msg
+      FROM m
+    )
+    SELECT *,
+      coalesce(http0, try_cast(nullif(http_from_msg, '') AS INTEGER)) AS http_status,
+      {STOP_REASON_CASE.format(x='stop_reason_raw')} AS stop_reason,
+      coalesce(status_raw, CASE WHEN shape = 'anthropic_batch' THEN batch_result END) AS reported_status,
+      CASE WHEN status_raw IS NOT NULL THEN status_field
+           WHEN shape = 'anthropic_batch' THEN 'batch_result' ELSE 'http' END AS reported_source,
+      list_filter([
+        CASE WHEN bad_utf8 THEN 'invalid_utf8_replaced' END,
+        CASE WHEN http_raw IS NOT NULL AND http0 IS NULL THEN 'http_status_unparsed' END,
+        CASE WHEN ts_raw IS NOT NULL AND ts_parsed IS NULL THEN 'ts_unparsed' END,
+        CASE WHEN ts_parsed IS NULL THEN 'ts_from_file_mtime' END,
+        CASE WHEN stop_reason_raw IS NOT NULL
+             AND ({STOP_REASON_CASE.format(x='stop_reason_raw')}) = 'unknown' THEN 'unknown_stop_reason' END
+      ], lambda x: x IS NOT NULL) AS notes
+    FROM c
+    """
+    return sql, map_params
+
+
+INSERT_RUNS_SQL = f"""
+INSERT INTO runs ({_COLUMNS})
+SELECT $next_rid + row_number() OVER (ORDER BY line_no), run_id, h, nbytes, shape, provider,
+       coalesce(task_id, 'unknown'), coalesce(ts_parsed, $mtime::TIMESTAMP),
+       CASE WHEN ts_parsed IS NULL THEN 'file_mtime' ELSE 'log' END, model, prompt, response_text, http_status,
+       stop_reason, stop_reason_raw, error_type, error_message, refusal_text, refusal_category, block_reason,
+       reported_status, reported_source,
+       try_cast(try_cast(in_tok_raw AS DOUBLE) AS BIGINT), try_cast(try_cast(out_tok_raw AS DOUBLE) AS BIGINT),
+       try_cast(latency_raw AS DOUBLE), tool_calls, batch_result, custom_id, topic,
+       $file, line_no, byte_offset, $ingest_id, notes, body
+FROM (
+  SELECT *, hash(body) AS h FROM _final WHERE shape IS NOT NULL
+  QUALIFY row_number() OVER (PARTITION BY hash(body), nbytes ORDER BY line_no) = 1
+) f
+WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.record_hash = f.h AND r.record_bytes = f.nbytes)
+"""
+
+QUARANTINE_SQL = """
+INSERT INTO quarantine
+SELECT $file, line_no, byte_offset, reason, detail, left(body, $cap), nbytes, $ingest_id FROM (
+  SELECT line_no, byte_offset, nbytes, body,
+    CASE WHEN too_long THEN 'line_too_long'
+         WHEN kind = 'invalid' THEN 'not_json'
+         WHEN kind = 'not_object' THEN 'not_an_object'
+         ELSE 'unrecognised' END AS reason,
+    CASE WHEN too_long THEN 'line longer than the limit of ' || $max_line || ' bytes; first bytes kept'
+         WHEN kind = 'invalid' AND line_no = $last_line AND $unterminated
+              THEN 'invalid JSON; the last line has no newline: likely truncated'
+         WHEN kind = 'invalid' THEN 'invalid JSON' || CASE WHEN bad_utf8 THEN ' (and invalid UTF-8)' ELSE '' END
+         WHEN kind = 'not_object' THEN 'valid JSON but a ' || lower(json_type(body)) || ', not an object'
+         ELSE 'JSON object with no recognisable fields (keys: ' ||
+              coalesce(array_to_string(json_keys(body)[1:12], ', '), '') || ')' END AS detail
+  FROM _stage_q
+)
+"""
+
+
+def _count(store: Store, sql: str) -> int:
+    return int(store.scalar(sql) or 0)
+
+
+def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str, map_params: list[Any]) -> dict[str, int]:
+    con = store.con
+    con.register("_chunk_arrow", win.table)
+    try:
+        store.execute("CREATE OR REPLACE TEMP VIEW _chunk AS SELECT * FROM _chunk_arrow")
+        store.execute(PARSE_SQL.replace("FROM _chunk", "FROM (SELECT * FROM _chunk WHERE NOT too_long)"))
+    finally:
+        pass
+    store.execute(build_shape_sql())
+    store.execute(ctx["record_sql"])
+    store.execute(final_sql, map_params)
+    # Quarantine: too-long lines, non-JSON, non-objects, and objects that no shape or mapping recognised.
+    store.execute("""
+        CREATE OR REPLACE TEMP TABLE _stage_q AS
+        SELECT s.line_no, s.byte_offset, s.nbytes, s.body, s.kind, s.bad_utf8, false AS too_long FROM _stage s
+        WHERE s.kind IN ('invalid', 'not_object')
+        UNION ALL
+        SELECT f.line_no, f.byte_offset, f.nbytes, f.body, 'object', f.bad_utf8, false FROM _final f
+        WHERE f.shape IS NULL
+        UNION ALL
+        SELECT line_no, byte_offset, strlen(line), line, 'too_long', bad_utf8, true FROM _chunk WHERE too_long
+    """)
+    con.unregister("_chunk_arrow")
+    params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
+              "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
+              "unterminated": win.unterminated_last}
+    store.execute(QUARANTINE_SQL, params)
+    quarantined = _count(store, "SELECT count(*) FROM _stage_q")
+    blank = _count(store, "SELECT count(*) FROM _stage WHERE kind = 'blank'")
+    records = _count(store, "SELECT count(*) FROM _final WHERE shape IS NOT NULL")
+    before = ctx["next_rid"]
+    store.execute(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
+                                    "ingest_id": ctx["ingest_id"]})
+    inserted = _count(store, "SELECT count(*) FROM runs WHERE rid > ?".replace("?", str(int(before))))
+    ctx["next_rid"] = before + inserted
+    return {"lines": win.lines, "ingested": inserted, "duplicates": records - inserted, "blank": blank,
+            "quarantined": quarantined}
+
+
+def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress: ProgressFn | None,
+                 final_sql: str, map_params: list[Any], record_sql: str) -> FileResult:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InputFormatError(f"cannot read {path}: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFormatError(f"{path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise InputFormatError(f"cannot read {path}: permission denied")
+    compressed = path.endswith(".gz")
+    prev = store.rows("SELECT size, mtime, head_hash, tail_hash, bytes_done, lines_done, blank FROM files "
+                      "WHERE path = ?", [path])
+    res = FileResult(path=path, mode="new")
+    start_off, start_line = 0, 0
+    carried_dupes = carried_blank = 0
+    try:
+        if prev:
+            size, mtime, head, tail, done, lines_done, blank_done = prev[0]
+            if not compressed and st.st_size >= done and done > 0 and \
+                    file_fingerprint(path, done) == (head, tail):
+                if st.st_size == done:
+                    res.mode = "unchanged"
+                    res.lines = lines_done
+                    res.blank = blank_done or 0
+                    res.duplicates = lines_done - res.blank
+                    if progress:
+                        progress(st.st_size, path)
+                    return res
+                res.mode = "appended"
+                start_off, start_line = done, lines_done
+                carried_blank = blank_done or 0
+                carried_dupes = lines_done - carried_blank
+            elif compressed and st.st_size == size and st.st_mtime == mtime:
+                res.mode = "unchanged"
+                res.lines = lines_done
+                res.blank = blank_done or 0
+                res.duplicates = lines_done - res.blank
+                return res
+            else:
+                res.mode = "rewritten"
+        f = open_log(path)
+    except OSError as e:
+        raise InputFormatError(f"cannot read {path}: {e.strerror or e}") from e
+    ctx: dict[str, Any] = {
+        "file": path, "ingest_id": ingest_id, "max_line": cfg.max_line_bytes,
+        "next_rid": int(store.scalar("SELECT coalesce(max(rid), 0) FROM runs")),
+        "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime)), "record_sql": record_sql,
+        "line0": start_line,
+    }
+    end_off, lines = start_off, start_line
+    counts = {"lines": 0, "ingested": 0, "duplicates": 0, "blank": 0, "quarantined": 0}
+    with f, store.transaction():
+        try:
+            if start_off:
+                f.seek(start_off)
+            head = f.read(4) if start_off == 0 else b""
+            if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                raise InputFormatError(f"{path} is UTF-16 encoded; runaudit reads UTF-8 JSON lines",
+                                       hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8.jsonl")
+            f.seek(start_off)
+            for win in iter_windows(f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes):
+                ctx["line0"] = lines
+                c = _process_window(store, win, ctx, final_sql, map_params)
+                for k in counts:
+                    counts[k] += c[k]
+                if progress:
+                    progress(win.end_offset - end_off if not compressed else 0, path)
+                end_off, lines = win.end_offset, lines + win.lines
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise InputFormatError(f"{path}: cannot decompress or read ({e}); nothing from this file was stored",
+                                   hint="check the file with `gzip -t` or re-copy it") from e
+        head_h, tail_h = file_fingerprint(path, end_off) if not compressed else ("", "")
+        prev_blank = carried_blank + counts["blank"]
+        store.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+            "coalesce((SELECT ingested FROM files WHERE path = ?), 0) + ?, "
+            "coalesce((SELECT duplicates FROM files WHERE path = ?), 0) + ?, ?, "
+            "coalesce((SELECT quarantined FROM files WHERE path = ?), 0) + ?, ?)",
+            [path, st.st_size, st.st_mtime, compressed, head_h, tail_h, end_off if not compressed else st.st_size,
+             lines, path, counts["ingested"], path, counts["duplicates"], prev_blank, path, counts["quarantined"],
+             ingest_id])
+    res.lines = counts["lines"] + start_line
+    res.ingested = counts["ingested"]
+    res.duplicates = counts["duplicates"] + carried_dupes
+    res.blank = counts["blank"] + carried_blank
+    res.quarantined = counts["quarantined"]
+    return res
+
+
+def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | None = None,
+           progress: ProgressFn | None = None) -> IngestResult:
+    """Ingest log files or folders into ``store``.
+
+    Errors confined to one file (unreadable, corrupt gzip, UTF-16) are collected in ``result.errors`` and the
+    other files still ingest; the caller decides the exit code.
+    """
+    cfg = cfg or Config()
+    files = discover(paths)
+    t0 = time.perf_counter()
+    result = IngestResult(files=len(files))
+    ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))
+    final_sql, map_params = _insert_sql(cfg)
+    record_sql = build_record_sql()
+    for path in files:
+        try:
+            fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params, record_sql)
+        except InputFormatError as e:
+            fr = FileResult(path=path, mode="error", error=e.message)
+            result.errors.append({"file": path, "error": e.message})
+        result.per_file.append(fr)
+        result.lines += fr.lines
+        result.ingested += fr.ingested
+        result.duplicates += fr.duplicates
+        result.blank += fr.blank
+        result.quarantined += fr.quarantined
+        if fr.mode == "new":
+            result.files_new += 1
+        elif fr.mode == "appended":
+            result.files_appended += 1
+        elif fr.mode == "unchanged":
+            result.files_unchanged += 1
+        elif fr.mode == "rewritten":
+            result.files_rewritten += 1
+        if fr.mode != "error":
+            try:
+                result.bytes += os.path.getsize(path)
+            except OSError:
+                pass
+    result.seconds = time.perf_counter() - t0
+    store.execute("INSERT INTO ingests VALUES (?, now()::TIMESTAMP - to_microseconds(?::BIGINT), now()::TIMESTAMP, "
+                  "?, ?, ?, ?, ?, ?)",
+                  [ingest_id, int(result.seconds * 1e6), result.files, result.lines, result.ingested,
+                   result.duplicates, result.blank, result.quarantined])
+    return result

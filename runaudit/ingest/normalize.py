@@ -1,0 +1,355 @@
+"""SQL that maps each log line (any supported shape) to the canonical ``runs`` columns.
+
+One ``json_transform`` parses a line into a struct that is the union of every shape's fields; wrapped and
+batch records are parsed a second time for their inner provider payload. Everything is set-based SQL over a
+chunk of lines, so a million lines never pass through a Python loop.
+
+Shapes (the ``shape`` column): ``flat`` (the pipeline's own record), ``wrapped`` (pipeline metadata with a
+raw ``response``), ``anthropic`` / ``openai_chat`` / ``openai_responses`` / ``gemini`` / ``bedrock``
+(a bare provider body), ``openai_error`` (a bare OpenAI/Google error body), ``anthropic_batch``,
+``openai_batch``, and ``custom`` (read through ``[ingest.map]``). ``provider`` names the API the payload
+came from (``anthropic``, ``openai``, ``gemini``, ``bedrock`` or ``unknown``).
+"""
+
+from __future__ import annotations
+
+import json
+
+# The union struct.  VARCHAR on an object yields its JSON text, on a string the string itself, so odd types
+# never fail the parse; containers whose shape differs between providers are kept as JSON and parsed later.
+_STRUCT = {
+    # pipeline metadata
+    "run_id": "VARCHAR", "id": "VARCHAR", "custom_id": "VARCHAR", "request_id": "VARCHAR",
+    "task_id": "VARCHAR", "task": "VARCHAR", "job": "VARCHAR", "task_name": "VARCHAR", "job_name": "VARCHAR",
+    "ts": "VARCHAR", "timestamp": "VARCHAR", "time": "VARCHAR", "created_at": "VARCHAR", "started_at": "VARCHAR",
+    "datetime_utc": "VARCHAR", "startTime": "VARCHAR", "created": "VARCHAR", "createTime": "VARCHAR",
+    "prompt": "VARCHAR", "input": "VARCHAR", "messages": "JSON", "system": "JSON", "instructions": "VARCHAR",
+    "text": "VARCHAR", "output": "JSON", "response_text": "VARCHAR", "completion": "VARCHAR",
+    "output_text": "VARCHAR", "answer": "VARCHAR",
+    "http_status": "VARCHAR", "status_code": "VARCHAR", "status": "VARCHAR", "ok": "VARCHAR", "success": "VARCHAR",
+    "stop_reason": "VARCHAR", "finish_reason": "VARCHAR", "stopReason": "VARCHAR",
+    "model": "VARCHAR", "modelVersion": "VARCHAR",
+    "error": "JSON", "error_type": "VARCHAR",
+    "latency_ms": "VARCHAR", "duration_ms": "VARCHAR",
+    "usage": {"input_tokens": "BIGINT", "output_tokens": "BIGINT", "prompt_tokens": "BIGINT",
+              "completion_tokens": "BIGINT", "inputTokens": "BIGINT", "outputTokens": "BIGINT"},
+    "request": "JSON", "response": "JSON", "result": "JSON",
+    "type": "VARCHAR", "role": "VARCHAR", "object": "VARCHAR", "topic": "VARCHAR",
+    # Anthropic Messages
+    "content": [{"type": "VARCHAR", "text": "VARCHAR", "name": "VARCHAR"}],
+    "stop_details": {"type": "VARCHAR", "category": "VARCHAR", "explanation": "VARCHAR"},
+    # OpenAI Chat Completions
+    "choices": [{"message": {"content": "VARCHAR", "refusal": "VARCHAR", "tool_calls": "JSON"},
+                 "finish_reason": "VARCHAR", "text": "VARCHAR",
+                 "content_filter_results": "JSON"}],
+    # OpenAI Responses
+    "incomplete_details": {"reason": "VARCHAR"},
+    # Gemini
+    "candidates": [{"content": {"parts": [{"text": "VARCHAR", "thought": "BOOLEAN", "functionCall": "JSON"}]},
+                    "finishReason": "VARCHAR", "finish_reason": "VARCHAR", "finishMessage": "VARCHAR",
+                    "safetyRatings": [{"category": "VARCHAR", "blocked": "BOOLEAN"}]}],
+    "promptFeedback": {"blockReason": "VARCHAR", "blockReasonMessage": "VARCHAR"},
+    "prompt_feedback": {"block_reason": "VARCHAR", "block_reason_message": "VARCHAR"},
+    "usageMetadata": {"promptTokenCount": "BIGINT", "candidatesTokenCount": "BIGINT"},
+    "usage_metadata": {"prompt_token_count": "BIGINT", "candidates_token_count": "BIGINT"},
+    # Bedrock Converse
+    "ResponseMetadata": {"HTTPStatusCode": "VARCHAR", "RequestId": "VARCHAR"},
+    "metrics": {"latencyMs": "VARCHAR"},
+    "metadata": {"task_id": "VARCHAR", "task": "VARCHAR", "run_id": "VARCHAR"},
+}
+STRUCT_SPEC = json.dumps(_STRUCT, separators=(",", ":"))
+
+_RESP_OUTPUT = json.dumps([{"type": "VARCHAR", "phase": "VARCHAR",
+                            "content": [{"type": "VARCHAR", "text": "VARCHAR", "refusal": "VARCHAR"}]}])
+_BEDROCK_OUTPUT = json.dumps({"message": {"content": [{"text": "VARCHAR", "toolUse": "JSON"}]}})
+_ERROR = json.dumps({"type": "VARCHAR", "code": "VARCHAR", "message": "VARCHAR", "status": "VARCHAR",
+                     "param": "VARCHAR",
+                     "error": {"type": "VARCHAR", "message": "VARCHAR", "code": "VARCHAR"},
+                     "innererror": {"code": "VARCHAR"}})
+_RESULT = json.dumps({"type": "VARCHAR", "message": "JSON", "error": "JSON"})
+_BATCH_RESPONSE = json.dumps({"status_code": "VARCHAR", "request_id": "VARCHAR", "body": "JSON"})
+_REQUEST = json.dumps({
+    "system": "JSON", "messages": [{"role": "VARCHAR", "content": "JSON"}], "prompt": "VARCHAR",
+    "input": "JSON", "instructions": "VARCHAR",
+    "contents": [{"parts": [{"text": "VARCHAR"}]}], "systemInstruction": {"parts": [{"text": "VARCHAR"}]},
+    "model": "VARCHAR", "max_tokens": "BIGINT",
+})
+
+# Text of a JSON value that is either a string or a list of content blocks/parts with "text".
+_TEXTISH = """CASE json_type({x}) WHEN 'VARCHAR' THEN {x}->>'$'
+    WHEN 'ARRAY' THEN array_to_string(list_filter(
+        json_extract_string({x}, '$[*].text'), lambda s: s IS NOT NULL), chr(10))
+    WHEN 'OBJECT' THEN coalesce({x}->>'$.text', array_to_string(json_extract_string({x}, '$.parts[*].text'), chr(10)))
+    END"""
+
+
+def _textish(x: str) -> str:
+    return "(" + _TEXTISH.format(x=x) + ")"
+
+
+# A prompt from a request object: system text, then each message's text, joined by blank lines.
+_PROMPT_FROM_REQUEST = f"""nullif(array_to_string(list_filter([
+        {_textish("rq.system")},
+        rq.instructions,
+        array_to_string(list_transform(rq.systemInstruction.parts, lambda p: p.text), chr(10)),
+        rq.prompt,
+        {_textish("rq.input")},
+        array_to_string(list_filter(list_transform(rq.messages, lambda m: {_textish("m.content")}),
+                                    lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)),
+        array_to_string(list_transform(rq.contents,
+            lambda c: array_to_string(list_transform(c.parts, lambda p: p.text), chr(10))), chr(10) || chr(10))
+    ], lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)), '')"""
+
+# Stage 1: split blank / invalid / non-object lines from records and parse the records.
+PARSE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _stage AS
+WITH src AS (
+    SELECT line_no, byte_offset, line, bad_utf8, strlen(line) AS nbytes,
+           trim(line, ' ' || chr(9) || chr(13) || chr(10) || chr(12)) AS body
+    FROM _chunk
+), v AS (
+    SELECT *, CASE WHEN body = '' THEN 'blank'
+                   WHEN json_valid(body) THEN (CASE WHEN starts_with(body, '{{') THEN 'object' ELSE 'not_object' END)
+                   ELSE 'invalid' END AS kind
+    FROM src
+)
+SELECT line_no, byte_offset, nbytes, kind, bad_utf8, body,
+       CASE WHEN kind = 'object' THEN json_transform(body, '{STRUCT_SPEC}') END AS u
+FROM v
+"""
+
+# Stage 2: shape detection and the payload to parse a second time.
+SHAPE_SQL = """
+CREATE OR REPLACE TEMP TABLE _shaped AS
+WITH s AS (
+    SELECT *,
+      json_transform(u.result, '__RESULT__') AS res,
+      json_transform(CASE WHEN json_type(u.response) = 'OBJECT' THEN u.response END, '__BATCH__') AS bresp,
+      json_transform(CASE WHEN json_type(u.error) = 'OBJECT' THEN u.error END, '__ERROR__') AS err
+    FROM _stage WHERE kind = 'object'
+), d AS (
+    SELECT *,
+      CASE
+        WHEN u.custom_id IS NOT NULL AND res.type IS NOT NULL THEN 'anthropic_batch'
+        WHEN u.custom_id IS NOT NULL AND (bresp.status_code IS NOT NULL OR (u.error IS NOT NULL AND u.response IS NULL)
+             OR starts_with(coalesce(u.id, ''), 'batch_req')) THEN 'openai_batch'
+        WHEN u.type = 'message' AND u.role = 'assistant' THEN 'anthropic'
+        WHEN u.type = 'error' AND err.type IS NOT NULL THEN 'anthropic'
+        WHEN u.object IN ('chat.completion', 'text_completion') THEN 'openai_chat'
+        WHEN u.object = 'response' THEN 'openai_responses'
+        WHEN u.candidates IS NOT NULL OR u.promptFeedback IS NOT NULL OR u.prompt_feedback IS NOT NULL
+             OR u.usageMetadata IS NOT NULL THEN 'gemini'
+        WHEN u.stopReason IS NOT NULL OR json_type(u.output, '$.message') = 'OBJECT' THEN 'bedrock'
+        WHEN json_type(u.response) = 'OBJECT' THEN 'wrapped'
+        WHEN err.message IS NOT NULL AND coalesce(u.task_id, u.task, u.job, u.prompt, u.text, u.status,
+             u.http_status, u.ts) IS NULL THEN 'openai_error'
+        WHEN coalesce(u.task_id, u.task, u.job, u.task_name, u.job_name, u.run_id, u.prompt, u.text,
+             u.response_text, u.completion, u.output_text, u.http_status, u.status, u.stop_reason,
+             u.finish_reason, u.ts, u.timestamp, u.created_at, u.model, u.answer,
+             u.metadata.task_id) IS NOT NULL
+             OR u.error IS NOT NULL OR u.response IS NOT NULL THEN 'flat'
+      END AS shape
+    FROM s
+)
+SELECT *,
+  CASE shape
+    WHEN 'anthropic_batch' THEN CASE WHEN json_type(res.message) = 'OBJECT' THEN res.message END
+    WHEN 'openai_batch' THEN CASE WHEN json_type(bresp.body) = 'OBJECT' THEN bresp.body END
+    WHEN 'wrapped' THEN u.response
+  END AS payload
+FROM d
+"""
+
+# Stage 3: one row per record with canonical columns (before the optional [ingest.map] overrides).
+RECORD_SQL = """
+CREATE OR REPLACE TEMP TABLE _records AS
+WITH p0 AS (
+    SELECT *,
+      CASE WHEN payload IS NOT NULL THEN json_transform(payload, '__STRUCT__') ELSE u END AS p,
+      json_transform(CASE WHEN json_type(u.request) = 'OBJECT' THEN u.request END, '__REQUEST__') AS rq
+    FROM _shaped
+), p1 AS (
+    SELECT *,
+      json_transform(CASE WHEN json_type(p.error) = 'OBJECT' THEN p.error END, '__ERROR__') AS perr,
+      json_transform(CASE WHEN json_type(p.output) = 'ARRAY' THEN p.output END, '__RESP_OUTPUT__') AS rout,
+      json_transform(CASE WHEN json_type(p.output, '$.message') = 'OBJECT' THEN p.output END, '__BEDROCK__') AS bout,
+      json_transform(CASE WHEN json_type(res.error) = 'OBJECT' THEN res.error END, '__ERROR__') AS berr,
+      CASE
+        WHEN shape IN ('anthropic_batch', 'openai_batch', 'wrapped') AND payload IS NOT NULL THEN
+          CASE WHEN p.type = 'message' OR (p.type = 'error' AND p.error IS NOT NULL) THEN 'anthropic'
+               WHEN p.object IN ('chat.completion', 'text_completion') THEN 'openai_chat'
+               WHEN p.object = 'response' THEN 'openai_responses'
+               WHEN p.candidates IS NOT NULL OR p.promptFeedback IS NOT NULL OR p.prompt_feedback IS NOT NULL
+                    THEN 'gemini'
+               WHEN p.stopReason IS NOT NULL THEN 'bedrock'
+               WHEN json_type(p.error) = 'OBJECT' THEN 'openai_error'
+               ELSE 'unknown' END
+        WHEN shape = 'anthropic_batch' THEN 'anthropic'
+        WHEN shape = 'openai_batch' THEN 'openai_chat'
+        ELSE shape
+      END AS ptype
+    FROM p0
+), p2 AS (
+    SELECT *,
+      -- deliverable text
+      CASE
+        WHEN ptype = 'anthropic' THEN array_to_string(list_transform(
+             list_filter(p.content, lambda b: b.type = 'text'), lambda b: b.text), '')
+        WHEN ptype = 'openai_chat' THEN coalesce(p.choices[1].message.content, p.choices[1].text)
+        WHEN ptype = 'openai_responses' THEN coalesce(nullif(array_to_string(flatten(list_transform(rout,
+             lambda o: list_transform(list_filter(o.content, lambda c: c.type = 'output_text'), lambda c: c.text))),
+             ''), ''), p.output_text)
+        WHEN ptype = 'gemini' THEN array_to_string(list_transform(list_filter(p.candidates[1].content.parts,
+             lambda x: coalesce(x.thought, false) = false AND x.text IS NOT NULL), lambda x: x.text), '')
+        WHEN ptype = 'bedrock' THEN array_to_string(list_transform(list_filter(bout.message.content,
+             lambda c: c.text IS NOT NULL), lambda c: c.text), '')
+        WHEN ptype IN ('flat', 'custom') THEN coalesce(u.text, u.response_text, u.completion, u.output_text, u.answer,
+             CASE WHEN json_type(u.output) = 'VARCHAR' THEN u.output->>'$' END,
+             CASE WHEN json_type(u.response) = 'VARCHAR' THEN u.response->>'$' END)
+      END AS x_text,
+      CASE
+        WHEN ptype = 'anthropic' THEN len(list_filter(p.content, lambda b: b.type IN ('tool_use', 'server_tool_use')))
+        WHEN ptype = 'openai_chat' THEN coalesce(json_array_length(p.choices[1].message.tool_calls), 0)
+        WHEN ptype = 'openai_responses' THEN len(list_filter(rout, lambda o: o.type LIKE '%call'))
+        WHEN ptype = 'gemini' THEN len(list_filter(p.candidates[1].content.parts, lambda x: x.functionCall IS NOT NULL))
+        WHEN ptype = 'bedrock' THEN len(list_filter(bout.message.content, lambda c: c.toolUse IS NOT NULL))
+        ELSE 0
+      END AS x_tool_calls,
+      CASE
+        WHEN ptype = 'anthropic' THEN p.stop_reason
+        WHEN ptype = 'openai_chat' THEN p.choices[1].finish_reason
+        WHEN ptype = 'openai_responses' THEN CASE WHEN p.status = 'incomplete'
+             THEN 'incomplete:' || coalesce(p.incomplete_details.reason, 'unknown') ELSE p.status END
+        WHEN ptype = 'gemini' THEN coalesce(p.candidates[1].finishReason, p.candidates[1].finish_reason)
+        WHEN ptype = 'bedrock' THEN p.stopReason
+        WHEN ptype IN ('flat', 'custom') THEN coalesce(u.stop_reason, u.finish_reason, u.stopReason)
+      END AS x_stop_raw,
+      CASE
+        WHEN ptype = 'openai_chat' THEN p.choices[1].message.refusal
+        WHEN ptype = 'openai_responses' THEN nullif(array_to_string(flatten(list_transform(rout,
+             lambda o: list_transform(list_filter(o.content, lambda c: c.type = 'refusal'), lambda c: c.refusal))),
+             chr(10)), '')
+      END AS x_refusal_text,
+      coalesce(p.stop_details.category,
+               list_filter(p.candidates[1].safetyRatings, lambda r: r.blocked)[1].category) AS x_refusal_category,
+      coalesce(p.promptFeedback.blockReason, p.prompt_feedback.block_reason) AS x_block_reason
+    FROM p1
+)
+SELECT
+  line_no, byte_offset, nbytes, body, bad_utf8,
+  CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error')
+       THEN 'bare' ELSE shape END AS shape_kind,
+  shape,
+  CASE WHEN ptype IN ('anthropic') THEN 'anthropic'
+       WHEN ptype IN ('openai_chat', 'openai_responses', 'openai_error') THEN 'openai'
+       WHEN ptype = 'gemini' THEN 'gemini' WHEN ptype = 'bedrock' THEN 'bedrock'
+       WHEN shape = 'openai_batch' THEN 'openai' WHEN shape = 'anthropic_batch' THEN 'anthropic'
+       ELSE coalesce(
+         CASE WHEN lower(coalesce(u.model, '')) LIKE '%claude%' THEN 'anthropic'
+              WHEN regexp_matches(lower(coalesce(u.model, '')), '^(gpt|o[1-9]|chatgpt|text-)') THEN 'openai'
+              WHEN lower(coalesce(u.model, '')) LIKE '%gemini%' THEN 'gemini' END, 'unknown')
+  END AS provider,
+  coalesce(u.run_id, u.metadata.run_id, u.custom_id, CASE WHEN shape <> 'flat' THEN u.id END,
+           CASE WHEN shape = 'flat' THEN u.id END, p.id) AS run_id,
+  u.custom_id AS custom_id,
+  coalesce(u.task_id, u.task, u.job, u.task_name, u.job_name, u.metadata.task_id, u.metadata.task,
+    CASE WHEN u.custom_id IS NOT NULL THEN coalesce(
+      nullif(regexp_extract(u.custom_id, '^(.*?)[-_:/.]?\\d{4}-?\\d{2}-?\\d{2}', 1), ''),
+      nullif(regexp_replace(u.custom_id, '[-_:/.]?\\d+$', ''), ''), u.custom_id) END) AS task_id,
+  coalesce(u.ts, u.timestamp, u.time, u.created_at, u.started_at, u.datetime_utc, u.startTime, u.createTime,
+           p.created, u.created,
+           CASE WHEN u.custom_id IS NOT NULL THEN
+             nullif(regexp_extract(u.custom_id, '(\\d{4}-\\d{2}-\\d{2}(T[0-9:]+Z?)?)', 1), '') END) AS ts_raw,
+  coalesce(u.model, p.model, p.modelVersion, rq.model) AS model,
+  coalesce(
+    CASE WHEN starts_with(ltrim(u.prompt), '[') AND json_valid(u.prompt) THEN
+      nullif(array_to_string(list_filter(list_transform(
+        json_transform(u.prompt, '[{"content":"JSON"}]'), lambda m: __TEXTISH_M__),
+        lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)), '') ELSE u.prompt END,
+    __PROMPT_FROM_REQUEST__,
+    CASE WHEN json_type(u.messages) = 'ARRAY' THEN nullif(array_to_string(list_filter(list_transform(
+        json_transform(u.messages, '[{"content":"JSON"}]'), lambda m: __TEXTISH_M__),
+        lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)), '') END,
+    u.input) AS prompt,
+  x_text AS response_text,
+  x_tool_calls AS tool_calls,
+  x_stop_raw AS stop_reason_raw,
+  x_refusal_text AS refusal_text,
+  x_refusal_category AS refusal_category,
+  x_block_reason AS block_reason,
+  coalesce(u.http_status, u.status_code, bresp.status_code, u.ResponseMetadata.HTTPStatusCode,
+           p.ResponseMetadata.HTTPStatusCode) AS http_raw,
+  -- error type: provider envelopes first, then the pipeline's own error field
+  coalesce(
+    CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.type, berr.type) END,
+    CASE WHEN ptype = 'anthropic' AND p.type = 'error' THEN perr.type END,
+    CASE WHEN ptype IN ('openai_error', 'openai_chat', 'openai_responses', 'gemini')
+         THEN coalesce(perr.code, perr.status, perr.type) END,
+    err.error.type, err.code, err.status, err.type,
+    CASE WHEN json_type(u.error) = 'VARCHAR' THEN u.error->>'$' END,
+    u.error_type) AS error_type,
+  coalesce(
+    CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.message, berr.message) END,
+    perr.message, err.error.message, err.message,
+    CASE WHEN json_type(u.error) = 'VARCHAR' THEN u.error->>'$' END) AS error_message,
+  coalesce(perr.innererror.code, err.innererror.code) AS error_inner,
+  CASE WHEN shape = 'anthropic_batch' THEN res.type
+       WHEN shape = 'openai_batch' THEN CASE WHEN u.error IS NOT NULL AND json_type(u.error) = 'OBJECT'
+            THEN 'error:' || coalesce(err.code, 'unknown') ELSE 'response' END END AS batch_result,
+  CASE WHEN shape IN ('flat', 'wrapped') OR shape IS NULL THEN coalesce(u.status, u.ok, u.success) END AS status_raw,
+  CASE WHEN shape NOT IN ('flat', 'wrapped') THEN NULL
+       WHEN u.status IS NOT NULL THEN 'status' WHEN u.ok IS NOT NULL THEN 'ok'
+       WHEN u.success IS NOT NULL THEN 'success' END AS status_field,
+  coalesce(u.usage.input_tokens, u.usage.prompt_tokens, u.usage.inputTokens,
+           p.usage.input_tokens, p.usage.prompt_tokens, p.usage.inputTokens,
+           p.usageMetadata.promptTokenCount, p.usage_metadata.prompt_token_count) AS input_tokens,
+  coalesce(u.usage.output_tokens, u.usage.completion_tokens, u.usage.outputTokens,
+           p.usage.output_tokens, p.usage.completion_tokens, p.usage.outputTokens,
+           p.usageMetadata.candidatesTokenCount, p.usage_metadata.candidates_token_count) AS output_tokens,
+  coalesce(try_cast(u.latency_ms AS DOUBLE), try_cast(u.duration_ms AS DOUBLE),
+           try_cast(p.metrics.latencyMs AS DOUBLE)) AS latency_ms,
+  u.topic AS topic,
+  p.type = 'error' AS is_error_body
+FROM p2
+"""
+
+# Map raw stop/finish reasons (any provider, any case) to runaudit's normalised vocabulary.
+STOP_REASON_CASE = """CASE
+  WHEN {x} IS NULL THEN NULL
+  WHEN lower({x}) IN ('end_turn', 'stop_sequence', 'stop', 'completed', 'eos', 'finish_reason_stop') THEN 'end_turn'
+  WHEN lower({x}) IN ('tool_use', 'tool_calls', 'function_call', 'tool_call') THEN 'tool_use'
+  WHEN lower({x}) IN ('max_tokens', 'length', 'incomplete:max_output_tokens', 'max_output_tokens')
+       THEN 'max_tokens'
+  WHEN lower({x}) IN ('model_context_window_exceeded', 'context_window_exceeded') THEN 'context_window'
+  WHEN lower({x}) = 'refusal' THEN 'refusal'
+  WHEN lower({x}) IN ('content_filter', 'content_filtered', 'incomplete:content_filter', 'safety',
+       'prohibited_content', 'blocklist', 'spii', 'image_safety', 'image_prohibited_content') THEN 'content_filter'
+  WHEN lower({x}) IN ('guardrail_intervened', 'guardrail') THEN 'guardrail'
+  WHEN lower({x}) IN ('recitation', 'image_recitation') THEN 'recitation'
+  WHEN lower({x}) = 'pause_turn' THEN 'pause_turn'
+  WHEN lower({x}) IN ('malformed_function_call', 'unexpected_tool_call', 'too_many_tool_calls',
+       'malformed_model_output', 'malformed_tool_use') THEN 'malformed'
+  WHEN lower({x}) IN ('in_progress', 'queued', 'cancelled', 'failed') THEN 'incomplete'
+  WHEN lower({x}) IN ('other', 'language', 'no_image', 'image_other', 'finish_reason_unspecified',
+       'unspecified', 'incomplete:unknown') THEN 'other'
+  ELSE 'unknown'
+END"""
+
+
+def build_record_sql() -> str:
+    """The stage-3 SQL with its JSON specs inlined (they are constants, not user input)."""
+    textish_m = _textish("m.content")
+    return (RECORD_SQL
+            .replace("__STRUCT__", STRUCT_SPEC)
+            .replace("__REQUEST__", _REQUEST)
+            .replace("__ERROR__", _ERROR)
+            .replace("__RESP_OUTPUT__", _RESP_OUTPUT)
+            .replace("__BEDROCK__", _BEDROCK_OUTPUT)
+            .replace("__TEXTISH_M__", textish_m)
+            .replace("__PROMPT_FROM_REQUEST__", _PROMPT_FROM_REQUEST))
+
+
+def build_shape_sql() -> str:
+    """The stage-2 SQL with its JSON specs inlined."""
+    return (SHAPE_SQL.replace("__RESULT__", _RESULT).replace("__BATCH__", _BATCH_RESPONSE)
+            .replace("__ERROR__", _ERROR))

@@ -1,0 +1,189 @@
+"""Stream a log file as Arrow windows of whole lines, with exact line numbers and byte offsets.
+
+The file is read with ``readinto`` into one reusable buffer; line boundaries are found with numpy, and each
+window becomes an Arrow string array that points into the buffer (no per-line Python work on the fast path).
+Newline, carriage-return and byte-order-mark bytes are overwritten with spaces in the buffer so that DuckDB's
+JSON functions accept the line as is. Lines longer than ``max_line`` are streamed past (never held whole) and
+reported with their first bytes so the caller can quarantine them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+import pyarrow as pa
+
+QUARANTINE_CAP = 64 * 1024  # bytes of a bad line kept in the quarantine table
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class Window:
+    """A batch of complete lines."""
+
+    table: pa.Table  # line_no, byte_offset, line, bad_utf8, too_long
+    end_offset: int  # byte offset just past the last line of the window
+    lines: int
+    unterminated_last: bool  # the last line had no newline (end of file)
+
+
+def open_log(path: str) -> IO[bytes]:
+    """Open a plain or gzip-compressed log for binary reading."""
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb", buffering=0)
+
+
+def file_fingerprint(path: str, upto: int) -> tuple[str, str]:
+    """Hashes of the first 64 KiB and of the 64 KiB before ``upto`` (the region already ingested)."""
+    with open_log(path) as f:
+        head = f.read(min(upto, 65536))
+        if upto <= 65536:
+            tail = head
+        else:
+            f.seek(upto - 65536)
+            tail = f.read(65536)
+    return hashlib.sha256(head).hexdigest()[:32], hashlib.sha256(tail).hexdigest()[:32]
+
+
+def _fill(f: IO[bytes], buf: bytearray, start: int) -> int:
+    """Read into ``buf[start:]`` until it is full or the file ends; return the new fill level."""
+    mv = memoryview(buf)
+    fill = start
+    try:
+        while fill < len(buf):
+            n = f.readinto(mv[fill:])  # type: ignore[attr-defined]
+            if not n:
+                break
+            fill += n
+    finally:
+        mv.release()
+    return fill
+
+
+def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool) -> tuple[pa.Table, int]:
+    arr = np.frombuffer(buf, dtype=np.uint8, count=cut)
+    nl = np.flatnonzero(arr == 10)
+    if bom:
+        arr[0:3] = 32
+    # CR before LF and the LF itself become spaces: JSON allows trailing whitespace, DuckDB's parser doesn't
+    # accept a bare CR there.
+    if len(nl):
+        cr = nl[(nl > 0)]
+        cr = cr[arr[cr - 1] == 13] - 1
+        arr[cr] = 32
+        arr[nl] = 32
+    ends = nl + 1
+    if len(ends) == 0 or ends[-1] != cut:
+        ends = np.append(ends, cut)
+    n = len(ends)
+    offs = np.empty(n + 1, dtype=np.int32)
+    offs[0] = 0
+    offs[1:] = ends
+    data = pa.py_buffer(memoryview(buf)[:cut])
+    strings = pa.StringArray.from_buffers(n, pa.py_buffer(offs), data)
+    bad = None
+    try:
+        strings.validate(full=True)
+    except pa.ArrowInvalid:
+        # Slow path, only for windows holding invalid UTF-8: decode line by line, replacing bad bytes.
+        raw = bytes(memoryview(buf)[:cut])
+        texts: list[str] = []
+        flags: list[bool] = []
+        for i in range(n):
+            seg = raw[offs[i]:offs[i + 1]]
+            try:
+                texts.append(seg.decode("utf-8"))
+                flags.append(False)
+            except UnicodeDecodeError:
+                texts.append(seg.decode("utf-8", errors="replace"))
+                flags.append(True)
+        strings = pa.array(texts, type=pa.string())
+        bad = pa.array(flags, type=pa.bool_())
+    table = pa.table({
+        "line_no": pa.array(np.arange(line0 + 1, line0 + 1 + n, dtype=np.int64)),
+        "byte_offset": pa.array(base + offs[:-1].astype(np.int64)),
+        "line": strings,
+        "bad_utf8": bad if bad is not None else pa.nulls(n, pa.bool_()).fill_null(False),
+        "too_long": pa.nulls(n, pa.bool_()).fill_null(False),
+    })
+    return table, n
+
+
+def _too_long_table(first: bytes, line_no: int, offset: int) -> pa.Table:
+    return pa.table({
+        "line_no": pa.array([line_no], pa.int64()),
+        "byte_offset": pa.array([offset], pa.int64()),
+        "line": pa.array([first.decode("utf-8", errors="replace")], pa.string()),
+        "bad_utf8": pa.array([False]),
+        "too_long": pa.array([True]),
+    })
+
+
+def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int = 32 << 20,
+                 max_line: int = 128 << 20) -> Iterator[Window]:
+    """Yield windows of complete lines from ``f`` (positioned at ``offset``).
+
+    The table of a window is only valid until the next window is requested: it points into a reused buffer.
+    """
+    buf = bytearray(window)
+    fill = 0
+    pos = offset  # file offset of buf[0]
+    eof = False
+    first = offset == 0
+    while True:
+        if not eof:
+            new_fill = _fill(f, buf, fill)
+            eof = new_fill < len(buf)
+            fill = new_fill
+        if fill == 0:
+            return
+        bom = first and bytes(buf[:3]) == _BOM
+        first = False
+        cut = buf.rfind(b"\n", 0, fill) + 1
+        if cut == 0 and not eof:
+            # No newline in a full buffer: grow it, or stream past an over-long line.
+            if len(buf) < max_line:
+                bigger = bytearray(min(len(buf) * 2, max_line))
+                bigger[:fill] = buf[:fill]
+                buf = bigger
+                continue
+            first_bytes = bytes(buf[:QUARANTINE_CAP])
+            skipped = fill
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    rest = b""
+                    eof = True
+                    break
+                i = chunk.find(b"\n")
+                if i >= 0:
+                    skipped += i + 1
+                    rest = chunk[i + 1:]
+                    break
+                skipped += len(chunk)
+            line_no += 1
+            yield Window(_too_long_table(first_bytes, line_no, pos), pos + skipped, 1, False)
+            pos += skipped
+            buf[:len(rest)] = rest
+            fill = len(rest)
+            continue
+        if cut == 0:
+            cut = fill  # last line of the file, without a newline
+        unterminated = cut == fill and buf[cut - 1] != 10
+        table, n = _lines_table(buf, cut, line_no, pos, bom)
+        yield Window(table, pos + cut, n, unterminated)
+        del table
+        line_no += n
+        pos += cut
+        rem = fill - cut
+        if rem:
+            buf[:rem] = buf[cut:fill]
+        fill = rem
+        if eof and fill == 0:
+            return

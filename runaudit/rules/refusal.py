@@ -1,0 +1,202 @@
+"""In-body refusal detector: a weighted evidence score compiled to one SQL expression.
+
+A refusal inside an HTTP 200 body is scored from evidence, not matched against a list of sentences:
+
+* openers that apologise or decline (not "sorry to hear"), first-person decline verbs in the first sentences
+  (with quoted speech removed, so a story whose character says "I can't help you" does not count),
+  policy/ethics framing, redirection to professionals, topic changes, "sensitive topic" framing, non-English
+  declines;
+* against it: delivered content (length, lists, headings, code), compliance openers, and declines that are
+  followed by a long structured answer (a caveat before real help).
+
+The score is a logistic function of the weighted sum, in [0, 1]; ``DETECTOR_VERSION`` changes whenever the
+features or weights do (it is part of the ruleset hash). Every regex is RE2 syntax, case-insensitive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DETECTOR_VERSION = "refusal-v1"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One piece of evidence: a boolean SQL expression over ``{head}``/``{text}`` and its weight."""
+
+    name: str
+    weight: float
+    sql: str
+    doc: str
+
+
+# {text}: full response; {head}: first 300 chars without quoted speech; {lead}: first 600 chars without quotes;
+# {tail}: last 300 chars; {n}: length in characters.
+_I = "(?i)"
+_DECLINE_VERB = (r"(help|assist|provide|fulfil+|comply|support|engage|create|generate|write|share|give|do|"
+                 r"answer|offer|participate|produce|recommend|discuss|continue|complete|facilitate|encourage|"
+                 r"promote|condone|endorse|describe|explain|tell|list|go into|draft|make|be of|advise|aid)")
+FEATURES: tuple[Feature, ...] = (
+    Feature("apology_opener", 1.6,
+            "regexp_matches({head}, '" + _I + r"^\W{0,3}((i''?m|i am|we''?re|we are)\s+)?(so |very |really |truly )?"
+            r"(sorry|apologi[sz]e|regret)|^\W{0,3}(my |our )?apologies|^\W{0,3}unfortunately')",
+            "opens with an apology (\"I'm sorry, but\", \"Unfortunately\")"),
+    Feature("sympathy_opener", -1.6,
+            "regexp_matches({head}, '" + _I + r"^\W{0,3}((i''?m|i am|we''?re|we are)\s+)?(so |very |really |truly )?"
+            r"sorry (to hear|for your loss|about (your|the)|that you|you(''re| are| have)|for what)')",
+            "the apology is sympathy (\"sorry to hear\"), which cancels apology_opener"),
+    Feature("first_person_decline", 3.0,
+            "regexp_matches({head}, '" + _I + r"\b(i|we)\s*(''m|am|are|will|would|must|have to|need to|''d|"
+            r"can|could|do|did|should)?\s*(not|n''t|never|unable|refus\w*|declin\w*|cannot|can''t|won''t|"
+            r"not (able|going|comfortable|in a position))\b[^.!?\n]{0,60}?\b" + _DECLINE_VERB + r"\b')",
+            "a first-person decline verb near the start (\"I can't help with\", \"I won't provide\")"),
+    Feature("decline_phrase", 2.2,
+            "regexp_matches({head}, '" + _I + r"\b(i|we) (cannot|can''t|can not|won''t|will not|am unable to|''m unable to|"
+            r"am not able to|''m not able to|must decline|have to decline|must refuse|''m not comfortable|"
+            r"am not comfortable|don''t feel comfortable|do not feel comfortable)\b|\bunable to (help|assist|"
+            r"provide|comply|fulfil)|\bnot (something|able) (i|that i)|can''t (help|assist) with (that|this)|"
+            r"cannot (help|assist) with (that|this)|(isn''t|is not|not) (something )?i can (help|assist)|"
+            r"(do not|don''t|does not) have the (ability|capability|capacity) to " + _DECLINE_VERB + r"')",
+            "a stock decline phrase anywhere in the opening"),
+    Feature("as_an_ai", 1.2,
+            "regexp_matches({lead}, '" + _I + r"\b(as|i am|i''m|i am just|i''m just|i am only|i''m only) an? (ai|artificial intelligence|"
+            r"language model|large language model|llm|ai language model|ai assistant|responsible ai)\b')",
+            "\"As an AI / language model\" in the opening"),
+    Feature("policy_framing", 1.3,
+            "regexp_matches({lead}, '" + _I + r"(against (my|the|our|openai''s|anthropic''s) (guidelines|policies|"
+            r"policy|principles|programming|values|terms)|violat\w* (the |my |our |content |usage )?"
+            r"(policy|policies|guidelines|terms|law)|(not|never) (appropriate|ethical|legal|okay|ok) (to|for)|"
+            r"(unethical|illegal|harmful|dangerous|inappropriate|unsafe) (and|or|to|activities|activity|"
+            r"content|behavio)|promot\w* (violence|harm|hate|illegal|discrimination)|"
+            r"(ethical|legal) (guidelines|considerations|standards|boundaries)|"
+            r"(can|could) (cause|lead to|result in) (harm|serious harm|injury))')",
+            "policy, legality or ethics framing of the request"),
+    Feature("redirect_professional", 1.3,
+            "regexp_matches({text300}, '" + _I + r"(seek\w*|consult\w*|reach(ing)? out( for \w+)? to|talk(ing)? to|"
+            r"speak(ing)? (with|to)|contact\w*|get in touch with|call|visit\w*|turn(ing)? to|encourage you to "
+            r"(reach out|seek|talk|speak))\W+(\w+\W+){0,4}?(professional|doctor|physician|therapist|"
+            r"counsel\w*|lawyer|attorney|expert|mental health|crisis|hotline|helpline|healthcare|historian|"
+            r"authorit\w+|law enforcement|police|specialist|pharmacist|advisor|adviser|support group|"
+            r"emergency services|someone you trust|trusted (friend|person|individual|adult))')",
+            "points the user to a professional or helpline instead of answering"),
+    Feature("topic_shift", 1.4,
+            "regexp_matches({text300}, '" + _I + r"(\binstead\b|\brather than\b|let''s (focus|talk|discuss|shift|"
+            r"move|change|explore|consider) (on |about )?(something|a different|another|the (legal|ethical|"
+            r"positive|safe)|how|ways)|(shift|change|steer|divert|redirect|move)\w* (the |our |this )"
+            r"(conversation|topic|focus|discussion)|(a |another |different )(topic|subject)|something else)')",
+            "changes the subject or offers something else instead"),
+    Feature("sensitivity_framing", 0.9,
+            "regexp_matches({text300}, '" + _I + r"((sensitive|delicate|serious|controversial|complex|difficult) "
+            r"(topic|subject|issue|matter|area)|approach (it|this|the topic)? ?with (caution|care|respect|"
+            r"sensitivity)|it''s (really |very )?important to (remember|note|approach|respect|recognize|"
+            r"prioritize|consider|seek|reach)|(your|their) (safety|well-?being) (is|should))')",
+            "frames the request as sensitive rather than answering it"),
+    Feature("moralizing", 1.3,
+            "regexp_matches({lead}, '" + _I + r"((is|are) never (acceptable|okay|ok|appropriate|justified|the answer|"
+            r"a solution|an option)|never (be )?(considered|acceptable|justified)|important to (always )?(treat|respect|"
+            r"prioriti[sz]e) (others|everyone|all|the safety|safety))')",
+            "lectures instead of answering (\"violence is never acceptable\", \"it is important to treat others\")"),
+    Feature("cannot_help_but", -3.0,
+            "regexp_matches({head}, '" + _I + r"can(no|''|no)?t help but|could(n''t| not) help but')",
+            "\"cannot help but\" is an idiom, not a decline"),
+    Feature("non_english_decline", 3.5,
+            "regexp_matches({head}, '" + _I + r"(申し訳(ありません|ございません)|お手伝い(でき|することはでき)ません|"
+            r"お答え(でき|することはでき)ません|対応(でき|いたしかね)ません|提供(でき|することはでき)ません|"
+            r"(抱歉|对不起)|我(无法|不能)(提供|帮助|协助|回答)|无法(提供|协助|帮助)|"
+            r"lo siento|no puedo (ayudar|proporcionar|ofrecer|hacer|cumplir)|"
+            r"je (suis désolé|ne peux pas)|désolé, (mais )?je ne|es tut mir leid|ich kann (ihnen |dir )?"
+            r"(dabei )?nicht (helfen|behilflich)|mi dispiace|non posso|desculpe|não posso)')",
+            "a decline in Japanese, Chinese, Spanish, French, German, Italian or Portuguese"),
+    Feature("ends_with_question", 0.5,
+            "regexp_matches({tail}, '[?]\\s*$')",
+            "ends with a question to the user (a deflection when nothing was delivered)"),
+    Feature("short", 0.7, "{n} < 350", "short: under 350 characters"),
+    Feature("very_short", 0.6, "{n} < 120", "very short: under 120 characters"),
+    Feature("impersonal_decline", 3.0,
+            "regexp_matches({head}, '" + _I + r"^\W{0,3}(no[,.!]?\s*)?(i must (clarify|emphasi[sz]e|stress|point out|"
+            r"say|note) that\s*)?(it''s|it is|that''s|that is|this is|doing so is|such \w+ \w+ is)\s+(never|not|"
+            r"generally not|absolutely not|definitely not|neither)\s+(\w+\s+){0,2}?(appropriate|ethical|okay|ok|safe|"
+            r"acceptable|advisable|legal|possible|accurate|fair|right|respectful|responsible|wise|"
+            r"something (i|we))')",
+            "opens by declaring the request inappropriate (\"It's not appropriate or ethical to ...\")"),
+    Feature("not_condone", 1.6,
+            "regexp_matches({lead}, '" + _I + r"\b(do not|don''t|does not|doesn''t|cannot|can''t|will not|won''t|never)"
+            r" (condone|promote|support|encourage|endorse|advocate|glorify)\b')",
+            "\"I do not condone or promote ...\""),
+    Feature("concern", 1.3,
+            "regexp_matches({lead}, '" + _I + r"((i''m|i am|we''re|we are) (concerned|worried|troubled)|"
+            r"(express|raise|have) (some |my |serious )?(concerns?|reservations)|raise suspicion|"
+            r"(i|we) (must|have to|need to) (respectfully )?(decline|refuse|pass)|leave (that|this|the \w+ of)[^.]{0,80} to)')",
+            "states concern about the request instead of answering it"),
+    Feature("short_question_back", 1.0,
+            "({n} < 400 AND regexp_matches({tail}, '[?]\\s*$'))",
+            "a short reply that ends by asking the user a question"),
+    Feature("disclaimer_caveat", -1.2,
+            "regexp_matches({lead}, '" + _I + r"(i''?m not|i am not) an? (doctor|lawyer|medical|legal|financial|"
+            r"licensed|certified|tax|mental health) ?(professional|expert|advisor|adviser|doctor)?|"
+            r"(is|does) not (constitute )?(medical|legal|financial|professional) advice|not a substitute for')",
+            "a professional disclaimer before real help (\"I'm not a doctor, but ...\") is a caveat, not a decline"),
+    Feature("low_prompt_overlap", 1.5, "({overlap} < 0.22)",
+            "the reply shares few content words with the request (it talks about something else)"),
+    Feature("high_prompt_overlap", -0.8, "({overlap} > 0.5)",
+            "the reply takes up most of the request's content words"),
+    Feature("compliance_opener", -1.6,
+            "regexp_matches({head}, '" + _I + r"^\W{0,3}(sure|certainly|of course|absolutely|yes|great|"
+            r"here(''s| is| are)|to \w+|the |there are|there is|in |a |an |one |step 1|first,|you can|"
+            r"por supuesto|claro|bien sûr|natürlich|certo|もちろん|当然)')",
+            "opens by delivering (\"Sure\", \"Here's\", \"To do X\", \"The ...\")"),
+    Feature("structured_content", -1.0,
+            "regexp_matches({text}, '(?m)(^\\s*(\\d+[.)]|[-*•])\\s+\\S.*\\n(.*\\n)*?\\s*(\\d+[.)]|[-*•])\\s+\\S)"
+            "|^#{1,6}\\s|```')",
+            "delivers structure: a list of two or more items, a heading or a code block"),
+    Feature("long", -1.0, "{n} > 900", "long: over 900 characters"),
+    Feature("very_long", -1.0, "{n} > 2000", "very long: over 2,000 characters"),
+)
+BIAS = -2.0
+
+# Rows whose text is over this many characters are capped for the regexes: evidence lives at the start and
+# the end of a response, and capping keeps one scan fast on multi-megabyte bodies.
+_CAP = 4000
+
+
+def _overlap(text: str, prompt: str | None) -> str:
+    """Share of the request's distinct content words (5+ letters, last 1,500 chars) found in the reply."""
+    if prompt is None:
+        return "NULL"
+    pw = f"list_distinct(regexp_extract_all(lower(right({prompt}, 1500)), '[a-z]{{5,}}'))"
+    rw = f"regexp_extract_all(lower(left({text}, {_CAP})), '[a-z]{{5,}}')"
+    return (f"(CASE WHEN len({pw}) >= 4 THEN len(list_intersect({pw}, {rw}))::DOUBLE / len({pw}) END)")
+
+
+def _parts(text: str, prompt: str | None = None) -> dict[str, str]:
+    t = f"left({text}, {_CAP})"
+    unquoted = f"regexp_replace({t}, '\"[^\"\\n]{{0,400}}\"|“[^”\\n]{{0,400}}”|«[^»\\n]{{0,400}}»', '', 'g')"
+    return {"text": t, "head": f"left({unquoted}, 300)", "lead": f"left({unquoted}, 600)",
+            "text300": f"left({t}, 900)", "tail": f"right(rtrim({t}), 300)", "n": f"length({text})",
+            "overlap": _overlap(text, prompt)}
+
+
+def _expr(f: Feature, parts: dict[str, str]) -> str:
+    out = f.sql
+    for k in ("text300", "text", "head", "lead", "tail", "n", "overlap"):
+        out = out.replace("{" + k + "}", parts[k])
+    return out
+
+
+def score_sql(text: str, prompt: str | None = None) -> str:
+    """SQL for the refusal score (0..1) of ``text`` (a column or expression); NULL/empty text scores 0.
+
+    ``prompt`` (optional) enables the prompt-overlap evidence; a NULL prompt simply leaves it out.
+    """
+    parts = _parts(text, prompt)
+    terms = [f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES]
+    z = f"{BIAS} + " + " + ".join(terms)
+    return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 "
+            f"ELSE round(1.0 / (1.0 + exp(-({z}))), 4) END)")
+
+
+def features_sql(text: str, prompt: str | None = None) -> str:
+    """SQL for a list of the names of the features that fired (the detector's evidence)."""
+    parts = _parts(text, prompt)
+    items = ", ".join(f"CASE WHEN {_expr(f, parts)} THEN '{f.name}' END" for f in FEATURES)
+    return f"list_filter([{items}], lambda x: x IS NOT NULL)"

@@ -1,0 +1,205 @@
+"""The DuckDB file: opening it safely, migrations, and queries that return polars frames.
+
+Only this package catches ``duckdb.Error``; everything above it sees :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from runaudit.errors import StoreBusyError, StoreError
+from runaudit.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import polars as pl
+
+DEFAULT_DB = "runaudit.duckdb"
+
+
+def default_db_path() -> str:
+    """The database path used when ``--db`` is not given: ``$RUNAUDIT_DB`` or ``./runaudit.duckdb``."""
+    return os.environ.get("RUNAUDIT_DB") or DEFAULT_DB
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (the only way identifiers enter SQL text)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _short(sql: str) -> str:
+    sql = " ".join(sql.split())
+    return sql if len(sql) < 300 else sql[:297] + "..."
+
+
+class Store:
+    """An open runaudit database.
+
+    Use :meth:`Store.open`; the store is a context manager that closes the connection.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    # -- opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False,
+             wait: float = 0.0, create: bool = True) -> Store:
+        """Open (and migrate) a database file.
+
+        Args:
+            path: the DuckDB file; ``:memory:`` for a throwaway store; default :func:`default_db_path`.
+            read_only: open without the write lock (report, flags, review list).
+            wait: seconds to keep retrying while another process holds the lock.
+            create: create the file if it does not exist (write mode only).
+        """
+        p = str(path) if path is not None else default_db_path()
+        if p != ":memory:":
+            fp = Path(p)
+            if fp.is_dir():
+                raise StoreError(f"database path {p} is a directory", hint="pass a file path with --db")
+            if not fp.exists() and (read_only or not create):
+                raise StoreError(f"no runaudit database at {p}",
+                                 hint="run `runaudit ingest PATH` or `runaudit audit PATH` first, or pass --db")
+        deadline = time.monotonic() + max(wait, 0.0)
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(p, read_only=read_only)
+                break
+            except duckdb.Error as e:
+                msg = str(e)
+                if "Could not set lock" in msg or "Conflicting lock" in msg:
+                    if time.monotonic() < deadline:
+                        time.sleep(delay)
+                        delay = min(delay * 2, 1.0)
+                        continue
+                    holder = re.search(r"PID (\d+)", msg)
+                    who = f" (process {holder.group(1)})" if holder else ""
+                    raise StoreBusyError(
+                        f"database {p} is in use by another runaudit process{who}",
+                        hint="wait for the other ingest/audit to finish, or pass --wait SECONDS",
+                    ) from e
+                raise StoreError(f"cannot open database {p}: {msg.splitlines()[0]}",
+                                 hint="the file may be corrupt or not a DuckDB database; "
+                                      "move it aside and re-ingest the logs") from e
+        store = cls(con, p, read_only)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            store._check_and_migrate()
+        except BaseException:
+            con.close()
+            raise
+        return store
+
+    def _check_and_migrate(self) -> None:
+        tables = {r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+        applied: list[str] = []
+        if "_runaudit_migrations" in tables:
+            applied = [r[0] for r in self.con.execute(
+                "SELECT name FROM _runaudit_migrations ORDER BY seq").fetchall()]
+        elif tables:
+            raise StoreError(f"{self.path} is a DuckDB file but not a runaudit database",
+                             hint="pass another --db path")
+        known = [name for name, _ in MIGRATIONS]
+        unknown = [a for a in applied if a not in known]
+        if unknown or len(applied) > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer runaudit (schema migration {unknown[-1] if unknown else len(applied)}"
+                f" is unknown to this version, which knows {SCHEMA_VERSION})",
+                hint="upgrade runaudit (pip install -U runaudit)",
+            )
+        pending = [(n, fn) for n, fn in MIGRATIONS if n not in applied]
+        if not pending:
+            return
+        if self.read_only:
+            raise StoreError(f"{self.path} needs a schema upgrade", hint="run `runaudit audit` once to migrate it")
+        try:
+            self.con.execute("BEGIN")
+            self.con.execute(
+                "CREATE TABLE IF NOT EXISTS _runaudit_migrations (seq INTEGER, name VARCHAR PRIMARY KEY, "
+                "applied_at TIMESTAMP)")
+            for name, fn in pending:
+                fn(self.con)
+                self.con.execute(
+                    "INSERT INTO _runaudit_migrations VALUES ((SELECT count(*) FROM _runaudit_migrations) + 1, ?, "
+                    "now()::TIMESTAMP)", [name])
+            self.con.execute("COMMIT")
+        except duckdb.Error as e:
+            self.con.execute("ROLLBACK")
+            raise StoreError(f"migrating {self.path} failed: {e}") from e
+
+    # -- queries ---------------------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        """Run one statement with bound parameters, translating DuckDB errors."""
+        try:
+            return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
+
+    def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a query and return its rows as tuples."""
+        return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """Run a query and return the first column of its first row (or None)."""
+        r = self.execute(sql, params).fetchone()
+        return r[0] if r else None
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run a query and return a polars DataFrame."""
+        import polars as pl
+
+        cur = self.execute(sql, params)
+        try:
+            return cur.pl()
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {e}") from e
+        except Exception:  # pragma: no cover - empty result edge cases across duckdb versions
+            cols = [d[0] for d in cur.description or []]
+            return pl.DataFrame(cur.fetchall(), schema=cols, orient="row")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """A transaction that commits on success and rolls back on any error."""
+        self.execute("BEGIN TRANSACTION")
+        try:
+            yield self
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.execute("COMMIT")
+
+    def get_meta(self, key: str) -> str | None:
+        """Read a value from the meta table."""
+        return self.scalar("SELECT value FROM meta WHERE key = ?", [key])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Write a value to the meta table."""
+        self.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Store", "StoreError", "StoreBusyError", "default_db_path", "quote_ident", "SCHEMA_VERSION"]

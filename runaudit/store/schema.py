@@ -1,0 +1,81 @@
+"""DDL for the runaudit DuckDB file, as ordered, recorded migrations.
+
+Each migration is a function registered with ``@migration``; ``migrate()`` applies the ones not yet recorded in
+``_runaudit_migrations``. ``SCHEMA_VERSION`` is the number of migrations; a file written by a newer runaudit
+(more migrations than this code knows) is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = []
+
+
+def migration(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Register a migration; the order of definition is the order of application."""
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(con: Any) -> None:
+    """Files, runs, quarantine, classifications, rulesets, reviews, judge verdicts."""
+    con.execute(
+        """
+        CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+        CREATE TABLE ingests (
+            ingest_id INTEGER PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP,
+            files INTEGER, lines BIGINT, ingested BIGINT, duplicates BIGINT, blank BIGINT, quarantined BIGINT
+        );
+        CREATE TABLE files (
+            path VARCHAR PRIMARY KEY, size BIGINT, mtime DOUBLE, compressed BOOLEAN,
+            head_hash VARCHAR, tail_hash VARCHAR, bytes_done BIGINT, lines_done BIGINT,
+            ingested BIGINT, duplicates BIGINT, blank BIGINT, quarantined BIGINT, last_ingest INTEGER
+        );
+        CREATE TABLE runs (
+            rid BIGINT NOT NULL,
+            run_id VARCHAR,
+            record_hash UBIGINT NOT NULL,
+            record_bytes INTEGER NOT NULL,
+            shape VARCHAR, provider VARCHAR,
+            task_id VARCHAR, ts TIMESTAMP, ts_source VARCHAR, model VARCHAR,
+            prompt VARCHAR USING COMPRESSION zstd,
+            response_text VARCHAR USING COMPRESSION zstd,
+            http_status INTEGER, stop_reason VARCHAR, stop_reason_raw VARCHAR,
+            error_type VARCHAR, error_message VARCHAR,
+            refusal_text VARCHAR, refusal_category VARCHAR, block_reason VARCHAR,
+            reported_status VARCHAR, reported_source VARCHAR,
+            input_tokens BIGINT, output_tokens BIGINT, latency_ms DOUBLE, tool_calls INTEGER,
+            batch_result VARCHAR, custom_id VARCHAR, topic VARCHAR,
+            source_file VARCHAR, source_line BIGINT, source_offset BIGINT, ingest_id INTEGER,
+            notes VARCHAR[],
+            raw VARCHAR USING COMPRESSION zstd
+        );
+        CREATE TABLE quarantine (
+            source_file VARCHAR, source_line BIGINT, source_offset BIGINT, reason VARCHAR, detail VARCHAR,
+            raw VARCHAR, raw_bytes BIGINT, ingest_id INTEGER
+        );
+        CREATE TABLE rulesets (
+            ruleset VARCHAR PRIMARY KEY, created_at TIMESTAMP, config JSON, runs BIGINT, seq INTEGER
+        );
+        CREATE TABLE classifications (
+            rid BIGINT NOT NULL, ruleset VARCHAR NOT NULL,
+            outcome VARCHAR, sub_reason VARCHAR, signal VARCHAR, rule_code VARCHAR, retryable BOOLEAN,
+            refusal_score DOUBLE, done_failures VARCHAR[], reported_success BOOLEAN, idem_key VARCHAR
+        );
+        CREATE TABLE reviews (
+            idem_key VARCHAR PRIMARY KEY, verdict VARCHAR NOT NULL, note VARCHAR, reviewer VARCHAR,
+            decided_at TIMESTAMP
+        );
+        CREATE TABLE judge_verdicts (
+            content_hash VARCHAR, prompt_version VARCHAR, model VARCHAR, verdict VARCHAR, topic VARCHAR,
+            confidence DOUBLE, rationale VARCHAR, raw_response VARCHAR, judged_at TIMESTAMP,
+            PRIMARY KEY (content_hash, prompt_version, model)
+        );
+        """
+    )
+
+
+SCHEMA_VERSION = len(MIGRATIONS)
