@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     INPUT = 3  # unreadable or malformed input files, bad config
     STORE = 4  # database missing, locked, corrupt or from a newer runaudit
     JUDGE = 5  # the LLM judge could not run (no key, API failure)
+    INTERNAL = 70  # a bug in runaudit: reported without a traceback, please file it
     INTERRUPT = 130
 
 
@@ -82,4 +83,4 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPT
-    return ExitCode.STORE if exc.__class__.__module__.startswith("duckdb") else ExitCode.INPUT
+    return ExitCode.INTERNAL

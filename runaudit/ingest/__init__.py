@@ -255,7 +255,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
         SELECT f.line_no, f.byte_offset, f.nbytes, f.body, 'object', f.bad_utf8, false FROM _final f
         WHERE f.shape IS NULL
         UNION ALL
-        SELECT line_no, byte_offset, strlen(line), line, 'too_long', bad_utf8, true FROM _chunk WHERE too_long
+        SELECT line_no, byte_offset, strlen(line), left(line, 65536), 'too_long', bad_utf8, true FROM _chunk WHERE too_long
     """)
     con.unregister("_chunk_arrow")
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,

@@ -66,7 +66,8 @@ def _fill(f: IO[bytes], buf: bytearray, start: int) -> int:
     return fill
 
 
-def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool) -> tuple[pa.Table, int]:
+def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
+                 max_line: int) -> tuple[pa.Table, int]:
     arr = np.frombuffer(buf, dtype=np.uint8, count=cut)
     nl = np.flatnonzero(arr == 10)
     if bom:
@@ -110,7 +111,7 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool) -> 
         "byte_offset": pa.array(base + offs[:-1].astype(np.int64)),
         "line": strings,
         "bad_utf8": bad if bad is not None else pa.nulls(n, pa.bool_()).fill_null(False),
-        "too_long": pa.nulls(n, pa.bool_()).fill_null(False),
+        "too_long": pa.array(np.diff(offs) > max_line),
     })
     return table, n
 
@@ -176,7 +177,7 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
         if cut == 0:
             cut = fill  # last line of the file, without a newline
         unterminated = cut == fill and buf[cut - 1] != 10
-        table, n = _lines_table(buf, cut, line_no, pos, bom)
+        table, n = _lines_table(buf, cut, line_no, pos, bom, max_line)
         yield Window(table, pos + cut, n, unterminated)
         del table
         line_no += n

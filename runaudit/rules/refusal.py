@@ -17,17 +17,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DETECTOR_VERSION = "refusal-v1"
+DETECTOR_VERSION = "refusal-v3"
 
 
 @dataclass(frozen=True)
 class Feature:
-    """One piece of evidence: a boolean SQL expression over ``{head}``/``{text}`` and its weight."""
+    """One piece of evidence: a boolean SQL expression over ``{head}``/``{text}`` and its weight.
+
+    ``lexical`` features read what the reply says; the others read its shape (length, structure, overlap with
+    the request). Shape alone never declines a run: without net-positive lexical evidence the score is capped
+    below the threshold, so a short answer or a translation is not a refusal just for being short.
+    """
 
     name: str
     weight: float
     sql: str
     doc: str
+    lexical: bool = True
 
 
 # {text}: full response; {head}: first 300 chars without quoted speech; {lead}: first 600 chars without quotes;
@@ -99,6 +105,15 @@ FEATURES: tuple[Feature, ...] = (
     Feature("cannot_help_but", -3.0,
             "regexp_matches({head}, '" + _I + r"can(no|''|no)?t help but|could(n''t| not) help but')",
             "\"cannot help but\" is an idiom, not a decline"),
+    Feature("deflecting_question", 1.0,
+            "regexp_matches({text300}, '" + _I + r"(how about (we|you|focusing|discussing|exploring|consulting)|"
+            r"have you considered|could you (please )?(clarify|share|tell me|provide more|elaborate)|"
+            r"(why|what) (are|is|made) you (so )?(interested|curious|concerned|asking)|"
+            r"what (specific|particular)? ?(aspects?|part|kind|information) (of|are|would|do)|"
+            r"feel free to (share|ask|reach out)|i''?m here to (help|listen|support)|"
+            r"(i|we) (suggest|recommend|encourage|advise|urge) (you )?(to )?(seek|consult|reach|talk|speak|"
+            r"explore (other|legal|safe|alternative)|focus(ing)? on))')",
+            "steers the user elsewhere with a question or a suggestion instead of answering"),
     Feature("non_english_decline", 3.5,
             "regexp_matches({head}, '" + _I + r"(申し訳(ありません|ございません)|お手伝い(でき|することはでき)ません|"
             r"お答え(でき|することはでき)ません|対応(でき|いたしかね)ません|提供(でき|することはでき)ません|"
@@ -109,9 +124,9 @@ FEATURES: tuple[Feature, ...] = (
             "a decline in Japanese, Chinese, Spanish, French, German, Italian or Portuguese"),
     Feature("ends_with_question", 0.5,
             "regexp_matches({tail}, '[?]\\s*$')",
-            "ends with a question to the user (a deflection when nothing was delivered)"),
-    Feature("short", 0.7, "{n} < 350", "short: under 350 characters"),
-    Feature("very_short", 0.6, "{n} < 120", "very short: under 120 characters"),
+            "ends with a question to the user (a deflection when nothing was delivered)", lexical=False),
+    Feature("short", 0.7, "{n} < 350", "short: under 350 characters", lexical=False),
+    Feature("very_short", 0.6, "{n} < 120", "very short: under 120 characters", lexical=False),
     Feature("impersonal_decline", 3.0,
             "regexp_matches({head}, '" + _I + r"^\W{0,3}(no[,.!]?\s*)?(i must (clarify|emphasi[sz]e|stress|point out|"
             r"say|note) that\s*)?(it''s|it is|that''s|that is|this is|doing so is|such \w+ \w+ is)\s+(never|not|"
@@ -130,16 +145,16 @@ FEATURES: tuple[Feature, ...] = (
             "states concern about the request instead of answering it"),
     Feature("short_question_back", 1.0,
             "({n} < 400 AND regexp_matches({tail}, '[?]\\s*$'))",
-            "a short reply that ends by asking the user a question"),
+            "a short reply that ends by asking the user a question", lexical=False),
     Feature("disclaimer_caveat", -1.2,
             "regexp_matches({lead}, '" + _I + r"(i''?m not|i am not) an? (doctor|lawyer|medical|legal|financial|"
             r"licensed|certified|tax|mental health) ?(professional|expert|advisor|adviser|doctor)?|"
             r"(is|does) not (constitute )?(medical|legal|financial|professional) advice|not a substitute for')",
             "a professional disclaimer before real help (\"I'm not a doctor, but ...\") is a caveat, not a decline"),
     Feature("low_prompt_overlap", 1.5, "({overlap} < 0.22)",
-            "the reply shares few content words with the request (it talks about something else)"),
+            "the reply shares few content words with the request (it talks about something else)", lexical=False),
     Feature("high_prompt_overlap", -0.8, "({overlap} > 0.5)",
-            "the reply takes up most of the request's content words"),
+            "the reply takes up most of the request's content words", lexical=False),
     Feature("compliance_opener", -1.6,
             "regexp_matches({head}, '" + _I + r"^\W{0,3}(sure|certainly|of course|absolutely|yes|great|"
             r"here(''s| is| are)|to \w+|the |there are|there is|in |a |an |one |step 1|first,|you can|"
@@ -148,11 +163,12 @@ FEATURES: tuple[Feature, ...] = (
     Feature("structured_content", -1.0,
             "regexp_matches({text}, '(?m)(^\\s*(\\d+[.)]|[-*•])\\s+\\S.*\\n(.*\\n)*?\\s*(\\d+[.)]|[-*•])\\s+\\S)"
             "|^#{1,6}\\s|```')",
-            "delivers structure: a list of two or more items, a heading or a code block"),
-    Feature("long", -1.0, "{n} > 900", "long: over 900 characters"),
-    Feature("very_long", -1.0, "{n} > 2000", "very long: over 2,000 characters"),
+            "delivers structure: a list of two or more items, a heading or a code block", lexical=False),
+    Feature("long", -1.0, "{n} > 900", "long: over 900 characters", lexical=False),
+    Feature("very_long", -1.0, "{n} > 2000", "very long: over 2,000 characters", lexical=False),
 )
 BIAS = -2.0
+SHAPE_ONLY_CAP = 0.3  # the highest score a reply gets with no lexical refusal evidence
 
 # Rows whose text is over this many characters are capped for the regexes: evidence lives at the start and
 # the end of a response, and capping keeps one scan fast on multi-megabyte bodies.
@@ -165,7 +181,9 @@ def _overlap(text: str, prompt: str | None) -> str:
         return "NULL"
     pw = f"list_distinct(regexp_extract_all(lower(right({prompt}, 1500)), '[a-z]{{5,}}'))"
     rw = f"regexp_extract_all(lower(left({text}, {_CAP})), '[a-z]{{5,}}')"
-    return (f"(CASE WHEN len({pw}) >= 4 THEN len(list_intersect({pw}, {rw}))::DOUBLE / len({pw}) END)")
+    # Only when both sides have enough Latin-script words to compare (a translation shares none by design).
+    return (f"(CASE WHEN len({pw}) >= 4 AND len({rw}) >= 10 "
+            f"THEN len(list_intersect({pw}, {rw}))::DOUBLE / len({pw}) END)")
 
 
 def _parts(text: str, prompt: str | None = None) -> dict[str, str]:
@@ -189,10 +207,13 @@ def score_sql(text: str, prompt: str | None = None) -> str:
     ``prompt`` (optional) enables the prompt-overlap evidence; a NULL prompt simply leaves it out.
     """
     parts = _parts(text, prompt)
-    terms = [f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES]
-    z = f"{BIAS} + " + " + ".join(terms)
-    return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 "
-            f"ELSE round(1.0 / (1.0 + exp(-({z}))), 4) END)")
+    lex = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
+    shape = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
+                       if not f.lexical)
+    # list_transform evaluates each sum once and lets the CASE use it twice.
+    return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 ELSE list_transform([[{lex}, {shape}]], "
+            f"lambda z: round(CASE WHEN z[1] > 0 THEN 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2]))) "
+            f"ELSE least({SHAPE_ONLY_CAP}, 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2])))) END, 4))[1] END)")
 
 
 def features_sql(text: str, prompt: str | None = None) -> str:

@@ -78,4 +78,29 @@ def m001_initial(con: Any) -> None:
     )
 
 
+AUDIT_VIEW_SQL = """
+CREATE OR REPLACE VIEW audit_runs AS
+SELECT r.rid, r.run_id, r.task_id, r.ts, r.shape, r.provider, r.model, r.prompt, r.response_text,
+       r.http_status, r.stop_reason, r.stop_reason_raw, r.error_type, r.error_message, r.refusal_text,
+       r.refusal_category, r.block_reason, r.reported_status, r.reported_source, r.input_tokens, r.output_tokens,
+       r.latency_ms, r.topic, r.source_file, r.source_line, r.notes,
+       c.outcome AS rule_outcome, c.sub_reason, c.signal, c.rule_code, c.retryable, c.refusal_score,
+       c.done_failures, c.reported_success, c.idem_key, v.verdict AS review_verdict,
+       CASE WHEN v.verdict = 'false-positive' THEN 'ok' ELSE c.outcome END AS outcome,
+       coalesce(v.verdict = 'false-positive', false) AS overridden,
+       c.reported_success AND (CASE WHEN v.verdict = 'false-positive' THEN 'ok' ELSE c.outcome END) <> 'ok'
+           AS false_success,
+       c.ruleset
+FROM runs r
+JOIN classifications c ON c.rid = r.rid AND c.ruleset = (SELECT value FROM meta WHERE key = 'current_ruleset')
+LEFT JOIN reviews v ON v.idem_key = c.idem_key
+"""
+
+
+@migration
+def m002_audit_view(con: Any) -> None:
+    """The audit_runs view: runs + current classification + review verdicts (a verdict wins)."""
+    con.execute(AUDIT_VIEW_SQL)
+
+
 SCHEMA_VERSION = len(MIGRATIONS)

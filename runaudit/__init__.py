@@ -1,0 +1,20 @@
+"""runaudit: audit historical LLM call logs for safety declines and degraded results counted as success.
+
+Importing this package loads neither typer nor matplotlib; use :func:`open` for the Python API.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from runaudit.errors import (  # noqa: E402
+    ExitCode,
+    InputFormatError,
+    ReviewStateError,
+    RuleConfigError,
+    RunauditError,
+    StoreError,
+)
+
+__all__ = ["__version__", "ExitCode", "InputFormatError", "ReviewStateError", "RuleConfigError", "RunauditError",
+           "StoreError"]

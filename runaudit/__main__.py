@@ -1,0 +1,5 @@
+"""``python -m runaudit``."""
+
+from runaudit.cli import main
+
+main()

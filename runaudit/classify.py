@@ -1,0 +1,177 @@
+"""Reclassify every run under the current rules in one scan, recording the evidence for each.
+
+``classify(store, cfg)`` compiles the enabled outcome rules into one ``CASE WHEN`` (priority order), computes
+the in-body refusal score and the done-condition failures in the same ``SELECT``, and writes one
+``classifications`` row per run under the ruleset hash (rules + config + detector version). Classifying is
+incremental: runs already classified under the current ruleset are kept, new runs are added; a changed
+ruleset reclassifies everything, reusing the stored refusal scores when the detector itself did not change
+(the score depends only on the text and the prompt). The two most recent rulesets are kept for ``diff``.
+Everything happens in one transaction, so an interrupted classification leaves the previous one readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from runaudit.config import Config
+from runaudit.rules.done import done_failures_sql
+from runaudit.rules.outcome import RULES
+from runaudit.rules.refusal import DETECTOR_VERSION, score_sql
+from runaudit.store import Store
+
+KEEP_RULESETS = 2
+_IDEM = "left(sha256(coalesce(task_id, '') || chr(10) || coalesce(prompt, '')), 16)"
+
+
+def idem_key_sql(task: str = "task_id", prompt: str = "prompt") -> str:
+    """SQL for the review idempotency key: first 16 hex of sha256(f"{task_id}\\n{prompt}")."""
+    return f"left(sha256(coalesce({task}, '') || chr(10) || coalesce({prompt}, '')), 16)"
+
+
+def ruleset_hash(cfg: Config) -> str:
+    """A short hash of everything that decides outcomes: rule codes and SQL, config, detector version."""
+    parts: list[Any] = [DETECTOR_VERSION, cfg.fingerprint_data()]
+    for r in RULES:
+        comp = r.predicate(cfg)
+        parts.append([r.code, r.outcome_for(cfg), r.sub_reason_sql, comp.sql if comp else None,
+                      list(comp.params) if comp else None])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _compile(cfg: Config) -> tuple[str, list[Any], str, list[Any]]:
+    whens: list[str] = []
+    params: list[Any] = []
+    for r in RULES:
+        comp = r.predicate(cfg)
+        if comp is None:
+            continue
+        whens.append(f"WHEN {comp.sql} THEN '{r.code}'")
+        params.extend(comp.params)
+    case = "CASE " + " ".join(whens) + " ELSE 'OK00' END"
+    meta_rows = ", ".join(f"('{r.code}', '{r.outcome_for(cfg)}', '{r.signal}', {str(r.retryable).lower()})"
+                          for r in RULES)
+    sub = "CASE rule_code " + " ".join(f"WHEN '{r.code}' THEN ({r.sub_reason_sql})" for r in RULES) + " END"
+    return case, params, meta_rows, sub
+
+
+_CUE_FREE_LEN = 900
+
+
+def _classify_sql(cfg: Config, reuse: bool) -> tuple[str, list[Any]]:
+    case, case_params, meta_rows, sub = _compile(cfg)
+    done = done_failures_sql(cfg)
+    score = score_sql("response_text", "prompt")
+    # Only answers that came back (no error, not an explicit decline) are scored; the CASE is evaluated
+    # lazily on the rows that reach it.
+    score_expr = f"""CASE WHEN response_text IS NULL OR trim(response_text) = '' THEN NULL
+        WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
+        WHEN prev_score IS NOT NULL THEN prev_score
+        ELSE {score} END"""
+    prev_join = ("LEFT JOIN (SELECT rid, refusal_score AS prev_score FROM classifications WHERE ruleset = $prev) pc "
+                 "USING (rid)") if reuse else ""
+    prev_col = "pc.prev_score" if reuse else "NULL::DOUBLE AS prev_score"
+    sql = f"""
+    INSERT INTO classifications
+    WITH base AS (
+        SELECT r.rid, r.task_id, r.prompt, r.response_text, r.http_status AS hs,
+               lower(coalesce(r.error_type, '')) AS et, lower(coalesce(r.error_message, '')) AS em,
+               r.stop_reason, r.stop_reason_raw, r.refusal_text, r.refusal_category, r.block_reason,
+               r.batch_result, r.shape, r.provider, r.tool_calls, r.reported_status,
+               {prev_col if reuse else 'NULL::DOUBLE AS prev_score'},
+               j.verdict AS judge
+        FROM runs r
+        {prev_join.replace('USING (rid)', 'ON pc.rid = r.rid') if reuse else ''}
+        LEFT JOIN (SELECT content_hash, any_value(verdict) AS verdict FROM judge_verdicts
+                   WHERE verdict IN ('refusal', 'partial', 'compliance') GROUP BY content_hash) j
+               ON j.content_hash = left(sha256(coalesce(r.prompt, '') || chr(10) || coalesce(r.response_text, '')), 32)
+                  AND r.response_text IS NOT NULL
+        WHERE r.rid > $after
+    ), scored AS (
+        SELECT *, {score_expr} AS refusal_score FROM base
+    ), dn AS (
+        SELECT *, {done.sql} AS done_failures FROM scored
+    ), d AS (
+        SELECT *, {case} AS rule_code FROM dn
+    )
+    SELECT d.rid, $ruleset, m.outcome, {sub}, m.signal, d.rule_code, m.retryable, d.refusal_score,
+           d.done_failures,
+           CASE WHEN d.reported_status IS NOT NULL
+                THEN list_contains($words, lower(trim(d.reported_status)))
+                ELSE (d.hs BETWEEN 200 AND 299) OR (d.hs IS NULL AND d.et = '' AND d.em = '') END,
+           CASE WHEN m.outcome IN ('declined', 'degraded') THEN {idem_key_sql()} END
+    FROM d JOIN (VALUES {meta_rows}) m(code, outcome, signal, retryable) ON m.code = d.rule_code
+    """
+    named: list[Any] = list(done.params) + case_params
+    pieces = sql.split("$?")
+    if len(pieces) - 1 != len(named):
+        raise AssertionError(f"placeholder count {len(pieces) - 1} != parameters {len(named)}")
+    out = pieces[0]
+    pmap: dict[str, Any] = {}
+    for i, piece in enumerate(pieces[1:]):
+        pmap[f"p{i}"] = named[i]
+        out += f"$p{i}" + piece
+    return out, [pmap]
+
+
+@dataclass
+class ClassifyResult:
+    """What a classification pass did."""
+
+    ruleset: str
+    classified: int
+    reused_scores: bool
+    full: bool
+    seconds: float
+
+
+def current_ruleset(store: Store) -> str | None:
+    """The ruleset of the most recent classification."""
+    return store.get_meta("current_ruleset")
+
+
+def classify(store: Store, cfg: Config, *, force: bool = False) -> ClassifyResult:
+    """Classify the runs not yet classified under the current ruleset (all of them if it changed)."""
+    t0 = time.perf_counter()
+    rs = ruleset_hash(cfg)
+    prev = current_ruleset(store)
+    exists = store.scalar("SELECT count(*) FROM rulesets WHERE ruleset = ?", [rs])
+    full = force or not exists or prev != rs
+    prev_detector = None
+    if prev:
+        prev_detector = store.scalar("SELECT json_extract_string(config, '$.detector') FROM rulesets WHERE ruleset = ?",
+                                     [prev])
+    reuse = bool(full and prev and prev != rs and prev_detector == DETECTOR_VERSION)
+    with store.transaction():
+        if full:
+            if prev != rs or force:
+                store.execute("DELETE FROM classifications WHERE ruleset = ?", [rs])
+            after = 0
+        else:
+            after = int(store.scalar("SELECT coalesce(max(rid), 0) FROM classifications WHERE ruleset = ?", [rs]))
+        sql, params = _classify_sql(cfg, reuse)
+        p = dict(params[0])
+        p.update({"ruleset": rs, "after": after, "words": list(cfg.success_words)})
+        if reuse:
+            p["prev"] = prev
+        before = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs]))
+        store.execute(sql, p)
+        n = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs])) - before
+        seq = int(store.scalar("SELECT coalesce(max(seq), 0) + 1 FROM rulesets"))
+        cfg_json = json.dumps({"detector": DETECTOR_VERSION, "config": cfg.fingerprint_data(),
+                               "source": cfg.source})
+        if exists and not full:
+            store.execute("UPDATE rulesets SET runs = runs + ? WHERE ruleset = ?", [n, rs])
+        else:
+            store.execute("DELETE FROM rulesets WHERE ruleset = ?", [rs])
+            store.execute("INSERT INTO rulesets VALUES (?, now()::TIMESTAMP, ?, ?, ?)", [rs, cfg_json, n, seq])
+        # keep the newest KEEP_RULESETS rulesets (for diff); drop older classifications
+        old = [r[0] for r in store.rows("SELECT ruleset FROM rulesets ORDER BY seq DESC OFFSET ?", [KEEP_RULESETS])]
+        for o in old:
+            store.execute("DELETE FROM classifications WHERE ruleset = ?", [o])
+            store.execute("DELETE FROM rulesets WHERE ruleset = ?", [o])
+        store.set_meta("current_ruleset", rs)
+    return ClassifyResult(rs, n, reuse, full, time.perf_counter() - t0)

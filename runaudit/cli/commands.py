@@ -1,0 +1,229 @@
+"""ingest, audit, flags, diff and rules."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from runaudit.cli import app, guarded
+from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, progress_bar
+from runaudit.errors import ExitCode, InputFormatError, UsageError
+
+FAIL_ON = ("false-success", "ok", "infra_error", "declined", "degraded")
+
+
+def _run_ingest(store: Any, paths: list[Path], cfg: Any, show_progress: bool) -> Any:
+    from runaudit.ingest import discover, ingest
+
+    files = discover(paths)
+    total = 0
+    for f in files:
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            pass
+    bar = progress_bar(show_progress, total)
+    if bar is None:
+        return ingest(store, files, cfg)
+    with bar:
+        task = bar.add_task("ingest", total=total)
+        return ingest(store, files, cfg, progress=lambda n, _f: bar.advance(task, n))
+
+
+def _report_ingest_errors(res: Any) -> None:
+    for e in res.errors:
+        typer.echo(f"error: {e['error']}", err=True)
+
+
+@app.command()
+@guarded
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Log files or folders (*.jsonl, *.ndjson, and .gz)."),
+    db: Path | None = DB_OPT,
+    config: Path | None = CONFIG_OPT,
+    as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
+) -> None:
+    """Ingest JSONL logs into the DuckDB file: incremental, lossless (bad lines are quarantined)."""
+    from runaudit.config import load_config
+    from runaudit.store import Store
+
+    cfg = load_config(config)
+    with Store.open(db, wait=wait) as store:
+        res = _run_ingest(store, paths, cfg, not as_json)
+    if as_json:
+        echo_json(res.as_dict())
+    else:
+        typer.echo(f"{res.files} file(s), {res.lines} line(s): {res.ingested} ingested, {res.duplicates} duplicate(s), "
+                   f"{res.blank} blank, {res.quarantined} quarantined ({res.seconds:.1f}s)")
+    _report_ingest_errors(res)
+    if res.errors:
+        raise typer.Exit(int(ExitCode.INPUT))
+
+
+def _fmt_rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.1f}%"
+
+
+@app.command()
+@guarded
+def audit(
+    paths: list[Path] = typer.Argument(None, help="Optional logs to ingest first."),
+    db: Path | None = DB_OPT,
+    config: Path | None = CONFIG_OPT,
+    as_json: bool = JSON_OPT,
+    fail_on: list[str] = typer.Option(None, "--fail-on", help="Exit 1 if any run is KIND: false-success, ok, "
+                                      "infra_error, declined or degraded (repeatable)."),
+    wait: float = WAIT_OPT,
+) -> None:
+    """Ingest PATHs if given, reclassify every run under the current rules, and print the summary."""
+    from runaudit.audit import summary
+    from runaudit.classify import classify
+    from runaudit.config import load_config
+    from runaudit.store import Store
+
+    kinds = [k.replace("-", "_") if k != "false-success" else k for k in (fail_on or [])]
+    bad = [k for k in kinds if k not in ("false-success", "ok", "infra_error", "declined", "degraded")]
+    if bad:
+        raise UsageError(f"--fail-on {bad[0]!r} is not one of: {', '.join(FAIL_ON)}")
+    cfg = load_config(config)
+    ingest_res = None
+    with Store.open(db, wait=wait, create=bool(paths)) as store:
+        if paths:
+            ingest_res = _run_ingest(store, paths, cfg, not as_json)
+        cres = classify(store, cfg)
+        summ = summary(store)
+    if ingest_res is not None:
+        summ["ingest"] = ingest_res.as_dict()
+    summ["classified_now"] = cres.classified
+    if as_json:
+        echo_json(summ)
+    else:
+        o = summ["outcomes"]
+        typer.echo(f"runs: {summ['runs']}   ruleset: {summ['ruleset']}")
+        typer.echo(f"  ok {o['ok']}   infra_error {o['infra_error']}   declined {o['declined']}   "
+                   f"degraded {o['degraded']}")
+        typer.echo(f"reported success rate: {_fmt_rate(summ['reported_success_rate'])}   "
+                   f"true success rate: {_fmt_rate(summ['true_success_rate'])}")
+        typer.echo(f"falsely marked success: {summ['false_success']}   (list them: runaudit flags)")
+        if summ["awaiting_review"]:
+            typer.echo(f"declined runs awaiting a person: {summ['awaiting_review']}   (runaudit review list)")
+        if summ["quarantined"]:
+            typer.echo(f"quarantined lines: {summ['quarantined']}")
+    if ingest_res is not None:
+        _report_ingest_errors(ingest_res)
+    hit = any((summ["false_success"] if k == "false-success" else summ["outcomes"][k]) > 0 for k in kinds)
+    if hit:
+        raise typer.Exit(int(ExitCode.FINDINGS))
+    if ingest_res is not None and ingest_res.errors:
+        raise typer.Exit(int(ExitCode.INPUT))
+
+
+@app.command()
+@guarded
+def flags(
+    db: Path | None = DB_OPT,
+    as_json: bool = JSON_OPT,
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    task: str | None = typer.Option(None, "--task", help="Only tasks matching this glob."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N rows."),
+) -> None:
+    """Runs the pipeline logged as success whose real outcome is not ok."""
+    from runaudit.audit import false_successes
+    from runaudit.store import Store
+
+    with Store.open(db, read_only=True) as store:
+        df = false_successes(store, task=task, limit=limit)
+    if as_json:
+        echo_json(df.to_dicts())
+    elif as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(df.columns)
+        for row in df.iter_rows():
+            w.writerow(row)
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        if df.height == 0:
+            typer.echo("no falsely-marked-success runs")
+            return
+        for r in df.iter_rows(named=True):
+            where = f"{os.path.basename(r['source_file'] or '')}:{r['source_line']}"
+            typer.echo(f"{str(r['ts'])[:19]}  {r['task_id']}  reported={r['reported_status']!s}  "
+                       f"-> {r['outcome']} ({r['sub_reason']}; {r['rule_code']} {r['signal']})  {where}")
+        typer.echo(f"{df.height} run(s)")
+
+
+@app.command()
+@guarded
+def diff(db: Path | None = DB_OPT, as_json: bool = JSON_OPT) -> None:
+    """Runs whose outcome changed between the last two rulesets, and why."""
+    from runaudit.audit import ruleset_diff
+    from runaudit.store import Store
+
+    with Store.open(db, read_only=True) as store:
+        old, new, df = ruleset_diff(store)
+    if as_json:
+        echo_json({"old_ruleset": old, "new_ruleset": new, "changed": df.to_dicts()})
+        return
+    typer.echo(f"ruleset {old} -> {new}: {df.height} run(s) changed")
+    for r in df.iter_rows(named=True):
+        typer.echo(f"  {r['run_id'] or r['rid']}  {r['task_id']}  {r['old_outcome']} ({r['old_rule']}) -> "
+                   f"{r['new_outcome']} ({r['new_rule']}: {r['new_sub_reason']})")
+
+
+rules_app = typer.Typer(help="Show the classification rules.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("list")
+@guarded
+def rules_list(as_json: bool = JSON_OPT) -> None:
+    """Every rule, in priority order, with what it matches."""
+    from runaudit.rules.done import DONE_RULES
+    from runaudit.rules.outcome import RULES
+
+    rows = [{"code": r.code, "name": r.name, "outcome": r.outcome, "signal": r.signal, "retryable": r.retryable,
+             "description": r.description()} for r in RULES]
+    rows += [{"code": d.code, "name": d.key, "outcome": "degraded", "signal": "done_condition", "retryable": False,
+              "description": d.description} for d in DONE_RULES]
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['code']}  {r['outcome']:<11} {r['name']:<20} {r['description']}")
+
+
+@rules_app.command("explain")
+@guarded
+def rules_explain(code: str = typer.Argument(..., help="A rule code, e.g. DE10 or DN04.")) -> None:
+    """The full description of one rule: what it matches and what it does not."""
+    from runaudit.rules.done import DONE_RULES
+    from runaudit.rules.outcome import RULES
+
+    for d in DONE_RULES:
+        if d.code.lower() == code.lower():
+            typer.echo(f"{d.code} {d.key} -> degraded (via DN00)\n\n{d.description}\n\n"
+                       f"**Matches**: {d.matches}\n**Does not match**: {d.does_not_match}\n\n"
+                       f"Configure in runaudit.toml: [done] {d.key} = … or [done.tasks.\"GLOB\"] {d.key} = …")
+            return
+    r = RULES.get(code)
+    typer.echo(f"{r.code} {r.name} -> {r.outcome} (signal: {r.signal}, retryable: {str(r.retryable).lower()})\n")
+    typer.echo(r.doc())
+    if r.code == "DE10":
+        from runaudit.rules.refusal import BIAS, FEATURES
+
+        typer.echo(f"\nEvidence (weight; bias {BIAS}):")
+        for f in FEATURES:
+            typer.echo(f"  {f.weight:+.1f}  {f.name}: {f.doc}")
+
+
+def _check_paths(paths: list[Path]) -> None:
+    for p in paths:
+        if not p.exists():
+            raise InputFormatError(f"input path {p} does not exist")

@@ -1,0 +1,37 @@
+"""Options shared by several commands, and output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+DB_OPT = typer.Option(None, "--db", help="DuckDB file (default: $RUNAUDIT_DB or ./runaudit.duckdb).",
+                      show_default=False)
+CONFIG_OPT = typer.Option(None, "--config", help="TOML config (default: ./runaudit.toml if present).",
+                          exists=False, show_default=False)
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of text.")
+WAIT_OPT = typer.Option(30.0, "--wait", help="Seconds to wait for another runaudit process holding the database.")
+
+
+def echo_json(obj: Any) -> None:
+    """Print one JSON object on stdout."""
+    typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def progress_bar(enabled: bool, total: int) -> Any:
+    """A rich progress bar on stderr when attached to a terminal (else a no-op context)."""
+    if not enabled or not sys.stderr.isatty() or total <= 0:
+        return None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.console import Console
+
+    return Progress(TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def config_path(p: Path | None) -> Path | None:
+    return p

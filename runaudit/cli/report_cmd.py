@@ -1,0 +1,1 @@
+"""Placeholder module: commands are added by later issues."""

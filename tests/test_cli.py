@@ -1,0 +1,71 @@
+"""The command line: help for every command, exit codes, JSON output, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLE_LOGS, flat, write_jsonl
+
+COMMANDS = [["ingest"], ["audit"], ["flags"], ["diff"], ["rules"], ["rules", "list"], ["rules", "explain"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_help(invoke, cmd: list[str]) -> None:  # type: ignore[no-untyped-def]
+    res = invoke([*cmd, "--help"])
+    assert "Usage" in res.stdout
+
+
+def test_ingest_json_counts(invoke, tmp_path: Path, db_path: Path) -> None:  # type: ignore[no-untyped-def]
+    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1"), "", "bad"])
+    res = invoke(["ingest", log, "--db", db_path, "--json"])
+    out = json.loads(res.stdout)
+    assert {k: out[k] for k in ("files", "lines", "ingested", "duplicates", "blank", "quarantined")} == {
+        "files": 1, "lines": 3, "ingested": 1, "duplicates": 0, "blank": 1, "quarantined": 1}
+
+
+def test_audit_json_and_fail_on(invoke, db_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = invoke(["audit", SAMPLE_LOGS, "--db", db_path, "--json"])
+    out = json.loads(res.stdout)
+    for key in ("runs", "outcomes", "false_success", "reported_success_rate", "true_success_rate", "quarantined",
+                "ruleset"):
+        assert key in out
+    assert set(out["outcomes"]) == {"ok", "infra_error", "declined", "degraded"}
+    assert sum(out["outcomes"].values()) == out["runs"]
+    invoke(["audit", "--db", db_path, "--fail-on", "false-success"], code=1)
+    invoke(["audit", "--db", db_path, "--fail-on", "bogus"], code=2, stderr_has="--fail-on")
+
+
+def test_flags_csv_and_json(invoke, db_path: Path) -> None:  # type: ignore[no-untyped-def]
+    invoke(["audit", SAMPLE_LOGS, "--db", db_path])
+    csv_out = invoke(["flags", "--db", db_path, "--csv"]).stdout
+    assert csv_out.splitlines()[0].startswith("run_id,task_id,ts,reported_status,outcome")
+    rows = json.loads(invoke(["flags", "--db", db_path, "--json"]).stdout)
+    assert rows and all(r["outcome"] != "ok" for r in rows)
+
+
+def test_errors_have_no_traceback(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    invoke(["ingest", tmp_path / "missing", "--db", tmp_path / "x.duckdb"], code=3, stderr_has="does not exist")
+    invoke(["flags", "--db", tmp_path / "none.duckdb"], code=4, stderr_has="no runaudit database")
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"junk" * 1000)
+    invoke(["audit", "--db", bad], code=4, stderr_has=str(bad))
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[classify]\nnot_a_key = 1\n")
+    invoke(["audit", SAMPLE_LOGS, "--db", tmp_path / "y.duckdb", "--config", cfg], code=3, stderr_has="not_a_key")
+
+
+def test_rules_list_and_explain(invoke) -> None:  # type: ignore[no-untyped-def]
+    out = invoke(["rules", "list"]).stdout
+    for code in ("IN01", "DE01", "DE10", "DG01", "DN04", "OK00", "CL01"):
+        assert code in out
+    assert "Matches" in invoke(["rules", "explain", "DE10"]).stdout
+    invoke(["rules", "explain", "ZZ99"], code=2, stderr_has="no rule")
+
+
+def test_every_command_is_documented(invoke) -> None:  # type: ignore[no-untyped-def]
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for cmd in ("ingest", "audit", "flags", "diff", "rules"):
+        assert f"runaudit {cmd}" in readme

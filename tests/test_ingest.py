@@ -1,0 +1,161 @@
+"""Ingest: shapes, accounting of every line, quarantine, idempotence, incremental append, odd input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from runaudit.config import parse_config
+from runaudit.errors import InputFormatError
+from runaudit.ingest import ingest
+from runaudit.store import Store
+from tests.conftest import flat, write_jsonl
+
+
+def _buckets(res) -> int:  # type: ignore[no-untyped-def]
+    return res.ingested + res.duplicates + res.blank + res.quarantined
+
+
+def test_every_line_is_counted_once(store: Store, tmp_path: Path) -> None:
+    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1"), flat(run_id="2"), "", "not json", "[1, 2]",
+                                             '{"foo": 1}', '{"task_id": "t", "text": "trunc', flat(run_id="1")])
+    res = ingest(store, [log])
+    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (8, 2, 1, 1, 4)
+    assert _buckets(res) == res.lines
+    q = store.query("SELECT source_line, reason, raw FROM quarantine ORDER BY source_line").to_dicts()
+    assert [(r["source_line"], r["reason"]) for r in q] == [
+        (4, "not_json"), (5, "not_an_object"), (6, "unrecognised"), (7, "not_json")]
+    assert q[0]["raw"] == "not json"
+
+
+def test_quarantine_keeps_file_line_and_byte_offset(store: Store, tmp_path: Path) -> None:
+    log = tmp_path / "b.jsonl"
+    first = json.dumps(flat())
+    log.write_bytes(first.encode() + b"\n" + b"garbage line\n")
+    ingest(store, [log])
+    row = store.rows("SELECT source_file, source_line, source_offset, raw_bytes FROM quarantine")[0]
+    assert row[0] == str(log.resolve()) and row[1] == 2 and row[2] == len(first) + 1
+
+
+def test_reingest_adds_nothing_and_append_reads_only_new_lines(store: Store, tmp_path: Path) -> None:
+    log = write_jsonl(tmp_path / "night.jsonl", [flat(run_id=str(i)) for i in range(5)] + ["", "oops"])
+    first = ingest(store, [log])
+    assert (first.ingested, first.blank, first.quarantined) == (5, 1, 1)
+    again = ingest(store, [log])
+    assert again.ingested == 0 and again.quarantined == 0 and _buckets(again) == again.lines == 7
+    assert again.files_unchanged == 1
+    with log.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(flat(run_id="new")) + "\n")
+    grown = ingest(store, [log])
+    assert grown.files_appended == 1 and grown.ingested == 1 and grown.lines == 8 and _buckets(grown) == 8
+    assert store.scalar("SELECT count(*) FROM runs") == 6
+    assert store.scalar("SELECT count(*) FROM quarantine") == 1
+    assert store.scalar("SELECT max(source_line) FROM runs") == 8
+
+
+def test_same_content_in_another_file_is_a_duplicate(store: Store, tmp_path: Path) -> None:
+    recs = [flat(run_id=str(i)) for i in range(3)]
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", recs)])
+    res = ingest(store, [write_jsonl(tmp_path / "copy.jsonl", recs)])
+    assert res.ingested == 0 and res.duplicates == 3
+
+
+def test_rewritten_file_is_reread_with_dedupe(store: Store, tmp_path: Path) -> None:
+    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1"), flat(run_id="2")])
+    ingest(store, [log])
+    write_jsonl(log, [flat(run_id="0"), flat(run_id="1"), flat(run_id="2")])
+    res = ingest(store, [log])
+    assert res.files_rewritten == 1 and res.ingested == 1 and res.duplicates == 2
+
+
+def test_odd_but_readable_values(store: Store, tmp_path: Path) -> None:
+    big = "x" * (5 * 1024 * 1024)
+    raw = b"\xef\xbb\xbf" + json.dumps(flat(run_id="bom")).encode() + b"\r\n"
+    raw += json.dumps(flat(run_id="str-status", http_status="200")).encode() + b"\r\n"
+    raw += json.dumps(flat(run_id="badts", ts="last tuesday")).encode() + b"\n"
+    raw += json.dumps(flat(run_id="epoch-ms", ts=1751680813000)).encode() + b"\n"
+    raw += b'{"run_id": "utf8", "task_id": "t", "text": "caf\xe9 bad byte", "status": "success"}\n'
+    raw += json.dumps(flat(run_id="big", text=big)).encode() + b"\n"
+    log = tmp_path / "odd.jsonl"
+    log.write_bytes(raw)
+    res = ingest(store, [log])
+    assert res.ingested == 6 and res.quarantined == 0, res.as_dict()
+    rows = {r["run_id"]: r for r in store.query("SELECT run_id, http_status, ts, notes, length(response_text) AS n, "
+                                                 "response_text FROM runs").to_dicts()}
+    assert rows["bom"]["http_status"] == 200
+    assert rows["str-status"]["http_status"] == 200
+    assert "ts_unparsed" in rows["badts"]["notes"]
+    assert str(rows["epoch-ms"]["ts"]).startswith("2025-07-05 02:00:13")
+    assert "invalid_utf8_replaced" in rows["utf8"]["notes"] and "\ufffd" in rows["utf8"]["response_text"]
+    assert rows["big"]["n"] == len(big)
+
+
+def test_corrupt_gzip_is_named_and_other_files_still_ingest(store: Store, tmp_path: Path) -> None:
+    good = write_jsonl(tmp_path / "good.jsonl", [flat(run_id="g")])
+    bad = tmp_path / "bad.jsonl.gz"
+    payload = gzip.compress(("\n".join(json.dumps(flat(run_id=str(i))) for i in range(50)) + "\n").encode())
+    bad.write_bytes(payload[: len(payload) // 2])
+    res = ingest(store, [tmp_path])
+    assert res.ingested == 1
+    assert len(res.errors) == 1 and "bad.jsonl.gz" in res.errors[0]["file"]
+    assert store.scalar("SELECT count(*) FROM runs WHERE source_file LIKE '%bad.jsonl.gz'") == 0
+
+
+def test_gzip_and_ndjson_are_discovered_recursively(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    write_jsonl(tmp_path / "sub" / "a.ndjson", [flat(run_id="a")])
+    with gzip.open(tmp_path / "sub" / "deeper" / "b.jsonl.gz", "wt") as f:
+        f.write(json.dumps(flat(run_id="b")) + "\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    res = ingest(store, [tmp_path])
+    assert res.files == 2 and res.ingested == 2
+
+
+def test_missing_path_is_an_input_error(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(InputFormatError, match="does not exist"):
+        ingest(store, [tmp_path / "nope"])
+
+
+def test_utf16_file_is_a_clear_error(store: Store, tmp_path: Path) -> None:
+    log = tmp_path / "u16.jsonl"
+    log.write_bytes((json.dumps(flat()) + "\n").encode("utf-16"))
+    res = ingest(store, [log])
+    assert res.errors and "UTF-16" in res.errors[0]["error"]
+
+
+def test_field_map_reads_a_custom_shape(store: Store, tmp_path: Path) -> None:
+    cfg = parse_config({"ingest": {"map": {"text": "out.content", "task_id": "j.name", "ts": "when",
+                                           "status": "verdict"}}})
+    log = write_jsonl(tmp_path / "c.jsonl", [
+        {"j": {"name": "nightly"}, "when": "2026-07-01T00:00:00Z", "out": {"content": "All good."},
+         "verdict": "ok"}])
+    res = ingest(store, [log], cfg)
+    assert res.ingested == 1
+    row = store.query("SELECT shape, task_id, response_text, reported_status FROM runs").to_dicts()[0]
+    assert row == {"shape": "custom", "task_id": "nightly", "response_text": "All good.", "reported_status": "ok"}
+
+
+def test_wrapped_request_gives_the_prompt(store: Store, tmp_path: Path) -> None:
+    rec = {"task_id": "w", "ts": "2026-07-01T00:00:00Z", "status": "success",
+           "request": {"system": "Be brief.", "messages": [
+               {"role": "user", "content": "First question"},
+               {"role": "assistant", "content": [{"type": "text", "text": "An answer"}]},
+               {"role": "user", "content": [{"type": "text", "text": "Second question"}]}]},
+           "response": {"id": "m", "type": "message", "role": "assistant", "model": "claude-x",
+                        "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn"}}
+    ingest(store, [write_jsonl(tmp_path / "w.jsonl", [rec])])
+    prompt = store.scalar("SELECT prompt FROM runs")
+    assert prompt == "Be brief.\n\nFirst question\n\nAn answer\n\nSecond question"
+
+
+def test_long_line_over_the_limit_is_quarantined_not_held(store: Store, tmp_path: Path) -> None:
+    cfg = parse_config({"ingest": {"max_line_bytes": 64 * 1024}})
+    log = tmp_path / "long.jsonl"
+    log.write_text(json.dumps(flat(run_id="a")) + "\n" + json.dumps(flat(text="y" * 200_000)) + "\n"
+                   + json.dumps(flat(run_id="c")) + "\n")
+    res = ingest(store, [log], cfg)
+    assert (res.ingested, res.quarantined, res.lines) == (2, 1, 3)
+    assert store.rows("SELECT reason, source_line FROM quarantine") == [("line_too_long", 2)]
