@@ -61,8 +61,7 @@ def summary(store: Store, since: dt.date | None = None, until: dt.date | None = 
     """The audit summary (the ``audit --json`` object) over an optional window."""
     rs = require_classified(store)
     where, params = window_where(since, until, task)
-    row = store.execute(SUMMARY_SQL.format(where=where), params).fetchone()
-    assert row is not None
+    row = store.rows(SUMMARY_SQL.format(where=where), params)[0]
     runs, ok, infra, declined, degraded, false_success, reported, overridden, retryable, awaiting = row
     signals = dict(store.rows(f"SELECT signal, count(*) FROM audit_runs WHERE {where} AND outcome <> 'ok' "
                               "GROUP BY 1 ORDER BY 2 DESC", params))

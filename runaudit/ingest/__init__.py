@@ -20,7 +20,7 @@ from typing import Any
 
 from runaudit.config import Config
 from runaudit.errors import InputFormatError
-from runaudit.ingest.normalize import PARSE_SQL, STOP_REASON_CASE, build_record_sql, build_shape_sql
+from runaudit.ingest.normalize import PARSE_SELECT, STOP_REASON_CASE, build_record_sql, build_shape_sql
 from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log
 from runaudit.store import Store
 
@@ -105,7 +105,7 @@ def _map_exprs(cfg: Config) -> tuple[dict[str, str], list[str]]:
     exprs: dict[str, str] = {}
     params: list[str] = []
     for fld, path in cfg.field_map.items():
-        exprs[fld] = "json_extract_string(body, ?)"
+        exprs[fld] = "(CASE WHEN kind = 'object' THEN json_extract_string(line, ?) END)"
         params.append(path)
     return exprs, params
 
@@ -142,7 +142,7 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
         return ov(fld, expr)
 
     sel = f"""
-    SELECT line_no, byte_offset, nbytes, body, bad_utf8, shape AS shape0,
+    SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, shape AS shape0,
       {ovp('run_id', 'run_id')} AS run_id,
       {ovp('task_id', 'task_id')} AS task_id,
       {ovp('ts', 'ts_raw')} AS ts_raw,
@@ -166,10 +166,14 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
     map_params += list(mparams) if m else []
     sql = f"""
     CREATE OR REPLACE TEMP TABLE _final AS
-    WITH m AS ({sel}),
+    WITH _stage AS ({PARSE_SELECT}),
+    _shaped AS ({build_shape_sql()}),
+    _records AS ({build_record_sql()}),
+    m AS ({sel}),
     c AS (
       SELECT *,
-        CASE WHEN shape0 IS NOT NULL THEN shape0 WHEN map_hit THEN 'custom' END AS shape,
+        CASE WHEN kind <> 'object' THEN NULL WHEN shape0 IS NOT NULL THEN shape0 WHEN map_hit THEN 'custom' END
+            AS shape,
         {_TS_PARSE.format(x='ts_raw')} AS ts_parsed,
         try_cast(try_cast(trim(http_raw) AS DOUBLE) AS INTEGER) AS http0,
         regexp_extract(coalesce(error_message, error_type, ''), '^Error code: ([0-9]{{3}})', 1) AS http_from_msg
@@ -194,27 +198,33 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
     return sql, map_params
 
 
+# Dedupe on narrow keys (hash and length of the trimmed line), then join back: sorting the wide rows for a
+# window function would cost more than writing them.
 INSERT_RUNS_SQL = f"""
 INSERT INTO runs ({_COLUMNS})
-SELECT $next_rid + row_number() OVER (ORDER BY line_no), run_id, h, nbytes, shape, provider,
+WITH keys AS (
+  SELECT line_no, hash(trim(line)) AS h, strlen(trim(line)) AS blen FROM _final WHERE shape IS NOT NULL
+), firsts AS (
+  SELECT min(line_no) AS line_no, h, blen FROM keys GROUP BY h, blen
+), fresh AS (
+  SELECT f.line_no, f.h, f.blen, $next_rid + row_number() OVER (ORDER BY f.line_no) AS rid
+  FROM firsts f ANTI JOIN runs r ON r.record_hash = f.h AND r.record_bytes = f.blen
+)
+SELECT n.rid, run_id, n.h, n.blen, shape, provider,
        coalesce(task_id, 'unknown'), coalesce(ts_parsed, $mtime::TIMESTAMP),
        CASE WHEN ts_parsed IS NULL THEN 'file_mtime' ELSE 'log' END, model, prompt, response_text, http_status,
        stop_reason, stop_reason_raw, error_type, error_message, refusal_text, refusal_category, block_reason,
        reported_status, reported_source,
        try_cast(try_cast(in_tok_raw AS DOUBLE) AS BIGINT), try_cast(try_cast(out_tok_raw AS DOUBLE) AS BIGINT),
        try_cast(latency_raw AS DOUBLE), tool_calls, batch_result, custom_id, topic,
-       $file, line_no, byte_offset, $ingest_id, notes, body
-FROM (
-  SELECT *, hash(body) AS h FROM _final WHERE shape IS NOT NULL
-  QUALIFY row_number() OVER (PARTITION BY hash(body), nbytes ORDER BY line_no) = 1
-) f
-WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.record_hash = f.h AND r.record_bytes = f.nbytes)
+       $file, x.line_no, byte_offset, $ingest_id, notes, trim(line)
+FROM _final x JOIN fresh n ON n.line_no = x.line_no
 """
 
 QUARANTINE_SQL = """
 INSERT INTO quarantine
-SELECT $file, line_no, byte_offset, reason, detail, left(body, $cap), nbytes, $ingest_id FROM (
-  SELECT line_no, byte_offset, nbytes, body,
+SELECT $file, line_no, byte_offset, reason, detail, left(trim(line), $cap), nbytes, $ingest_id FROM (
+  SELECT line_no, byte_offset, nbytes, line,
     CASE WHEN too_long THEN 'line_too_long'
          WHEN kind = 'invalid' THEN 'not_json'
          WHEN kind = 'not_object' THEN 'not_an_object'
@@ -223,10 +233,10 @@ SELECT $file, line_no, byte_offset, reason, detail, left(body, $cap), nbytes, $i
          WHEN kind = 'invalid' AND line_no = $last_line AND $unterminated
               THEN 'invalid JSON; the last line has no newline: likely truncated'
          WHEN kind = 'invalid' THEN 'invalid JSON' || CASE WHEN bad_utf8 THEN ' (and invalid UTF-8)' ELSE '' END
-         WHEN kind = 'not_object' THEN 'valid JSON but a ' || lower(json_type(body)) || ', not an object'
+         WHEN kind = 'not_object' THEN 'valid JSON but a ' || lower(json_type(line)) || ', not an object'
          ELSE 'JSON object with no recognisable fields (keys: ' ||
-              coalesce(array_to_string(json_keys(body)[1:12], ', '), '') || ')' END AS detail
-  FROM _stage_q
+              coalesce(array_to_string(json_keys(line)[1:12], ', '), '') || ')' END AS detail
+  FROM _final WHERE kind IN ('invalid', 'not_object', 'too_long') OR (kind = 'object' AND shape IS NULL)
 )
 """
 
@@ -237,41 +247,25 @@ def _count(store: Store, sql: str) -> int:
 
 def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str, map_params: list[Any]) -> dict[str, int]:
     con = store.con
-    con.register("_chunk_arrow", win.table)
+    # Several record batches let DuckDB scan the window on every core.
+    con.register("_chunk", win.table)
     try:
-        store.execute("CREATE OR REPLACE TEMP VIEW _chunk AS SELECT * FROM _chunk_arrow")
-        store.execute(PARSE_SQL.replace("FROM _chunk", "FROM (SELECT * FROM _chunk WHERE NOT too_long)"))
+        store.run(final_sql, map_params)
     finally:
-        pass
-    store.execute(build_shape_sql())
-    store.execute(ctx["record_sql"])
-    store.execute(final_sql, map_params)
-    # Quarantine: too-long lines, non-JSON, non-objects, and objects that no shape or mapping recognised.
-    store.execute("""
-        CREATE OR REPLACE TEMP TABLE _stage_q AS
-        SELECT s.line_no, s.byte_offset, s.nbytes, s.body, s.kind, s.bad_utf8, false AS too_long FROM _stage s
-        WHERE s.kind IN ('invalid', 'not_object')
-        UNION ALL
-        SELECT f.line_no, f.byte_offset, f.nbytes, f.body, 'object', f.bad_utf8, false FROM _final f
-        WHERE f.shape IS NULL
-        UNION ALL
-        SELECT line_no, byte_offset, strlen(line), left(line, 65536), 'too_long', bad_utf8, true FROM _chunk WHERE too_long
-    """)
-    con.unregister("_chunk_arrow")
+        con.unregister("_chunk")
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
-    store.execute(QUARANTINE_SQL, params)
-    quarantined = _count(store, "SELECT count(*) FROM _stage_q")
-    blank = _count(store, "SELECT count(*) FROM _stage WHERE kind = 'blank'")
-    records = _count(store, "SELECT count(*) FROM _final WHERE shape IS NOT NULL")
+    store.run(QUARANTINE_SQL, params)
+    counts = dict(store.rows("SELECT CASE WHEN kind = 'blank' THEN 'blank' WHEN shape IS NOT NULL THEN 'records' "
+                             "ELSE 'quarantined' END, count(*) FROM _final GROUP BY 1"))
+    records = int(counts.get("records", 0))
     before = ctx["next_rid"]
-    store.execute(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
-                                    "ingest_id": ctx["ingest_id"]})
-    inserted = _count(store, "SELECT count(*) FROM runs WHERE rid > ?".replace("?", str(int(before))))
+    inserted = int(store.rows(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
+                                                "ingest_id": ctx["ingest_id"]})[0][0])
     ctx["next_rid"] = before + inserted
-    return {"lines": win.lines, "ingested": inserted, "duplicates": records - inserted, "blank": blank,
-            "quarantined": quarantined}
+    return {"lines": win.lines, "ingested": inserted, "duplicates": records - inserted,
+            "blank": int(counts.get("blank", 0)), "quarantined": int(counts.get("quarantined", 0))}
 
 
 def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress: ProgressFn | None,
@@ -377,7 +371,7 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     result = IngestResult(files=len(files))
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))
     final_sql, map_params = _insert_sql(cfg)
-    record_sql = build_record_sql()
+    record_sql = ""
     for path in files:
         try:
             fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params, record_sql)

@@ -100,33 +100,30 @@ _PROMPT_FROM_REQUEST = f"""nullif(array_to_string(list_filter([
             lambda c: array_to_string(list_transform(c.parts, lambda p: p.text), chr(10))), chr(10) || chr(10))
     ], lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)), '')"""
 
-# Stage 1: split blank / invalid / non-object lines from records and parse the records.
-PARSE_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _stage AS
-WITH src AS (
-    SELECT line_no, byte_offset, line, bad_utf8, strlen(line) AS nbytes,
-           trim(line, ' ' || chr(9) || chr(13) || chr(10) || chr(12)) AS body
-    FROM _chunk
-), v AS (
-    SELECT *, CASE WHEN body = '' THEN 'blank'
-                   WHEN json_valid(body) THEN (CASE WHEN starts_with(body, '{{') THEN 'object' ELSE 'not_object' END)
+# Stage 1: split blank / invalid / non-object / over-long lines from records and parse the records.
+# The reader turned newline, CR and BOM bytes into spaces, which JSON allows around a value, so lines are parsed
+# as they are (no trimmed copy of every line).
+PARSE_SELECT = f"""
+SELECT line_no, byte_offset, strlen(line) AS nbytes, line, bad_utf8, too_long, kind,
+       CASE WHEN kind = 'object' THEN json_transform(line, '{STRUCT_SPEC}') END AS u
+FROM (
+    SELECT *, CASE WHEN too_long THEN 'too_long'
+                   WHEN strlen(line) <= 64 AND trim(line) = '' THEN 'blank'
+                   WHEN json_valid(line) THEN (CASE WHEN starts_with(ltrim(left(line, 64)), '{{') THEN 'object'
+                                                    ELSE 'not_object' END)
                    ELSE 'invalid' END AS kind
-    FROM src
+    FROM _chunk
 )
-SELECT line_no, byte_offset, nbytes, kind, bad_utf8, body,
-       CASE WHEN kind = 'object' THEN json_transform(body, '{STRUCT_SPEC}') END AS u
-FROM v
 """
 
 # Stage 2: shape detection and the payload to parse a second time.
 SHAPE_SQL = """
-CREATE OR REPLACE TEMP TABLE _shaped AS
 WITH s AS (
     SELECT *,
       json_transform(u.result, '__RESULT__') AS res,
       json_transform(CASE WHEN json_type(u.response) = 'OBJECT' THEN u.response END, '__BATCH__') AS bresp,
       json_transform(CASE WHEN json_type(u.error) = 'OBJECT' THEN u.error END, '__ERROR__') AS err
-    FROM _stage WHERE kind = 'object'
+    FROM _stage
 ), d AS (
     SELECT *,
       CASE
@@ -162,7 +159,6 @@ FROM d
 
 # Stage 3: one row per record with canonical columns (before the optional [ingest.map] overrides).
 RECORD_SQL = """
-CREATE OR REPLACE TEMP TABLE _records AS
 WITH p0 AS (
     SELECT *,
       CASE WHEN payload IS NOT NULL THEN json_transform(payload, '__STRUCT__') ELSE u END AS p,
@@ -236,7 +232,7 @@ WITH p0 AS (
     FROM p1
 )
 SELECT
-  line_no, byte_offset, nbytes, body, bad_utf8,
+  line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind,
   CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error')
        THEN 'bare' ELSE shape END AS shape_kind,
   shape,
@@ -337,7 +333,7 @@ END"""
 
 
 def build_record_sql() -> str:
-    """The stage-3 SQL with its JSON specs inlined (they are constants, not user input)."""
+    """The stage-3 SELECT with its JSON specs inlined (they are constants, not user input)."""
     textish_m = _textish("m.content")
     return (RECORD_SQL
             .replace("__STRUCT__", STRUCT_SPEC)
@@ -350,6 +346,6 @@ def build_record_sql() -> str:
 
 
 def build_shape_sql() -> str:
-    """The stage-2 SQL with its JSON specs inlined."""
+    """The stage-2 SELECT with its JSON specs inlined."""
     return (SHAPE_SQL.replace("__RESULT__", _RESULT).replace("__BATCH__", _BATCH_RESPONSE)
             .replace("__ERROR__", _ERROR))

@@ -113,7 +113,8 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         "bad_utf8": bad if bad is not None else pa.nulls(n, pa.bool_()).fill_null(False),
         "too_long": pa.array(np.diff(offs) > max_line),
     })
-    return table, n
+    # several record batches, so that DuckDB scans the window on every core
+    return pa.Table.from_batches(table.to_batches(max_chunksize=2048)), n
 
 
 def _too_long_table(first: bytes, line_no: int, offset: int) -> pa.Table:

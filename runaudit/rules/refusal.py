@@ -201,6 +201,22 @@ def _expr(f: Feature, parts: dict[str, str]) -> str:
     return out
 
 
+# Every lexical feature needs one of these words in the first 900 characters; a reply with none of them is
+# not scored (score 0: "no refusal cue"), which keeps the one classification scan fast on long answers.
+PREFILTER = ("(?i)(sorry|apolog|regret|unfortunately|can.?t|cannot|can not|won.?t|will not|unable|not able|"
+             "declin|refus|\\bas an\\b|\\bi am an?\\b|i.?m (just |only )?an?\\b|language model|appropriate|ethical|"
+             "okay|\\bok\\b|safe|acceptable|advisable|legal|accurate|fair|respectful|responsible|wise|against|violat|"
+             "harm|danger|professional|doctor|physician|therapist|counsel|lawyer|attorney|expert|mental health|"
+             "crisis|hotline|helpline|historian|authorit|police|specialist|pharmacist|advis|support group|"
+             "emergency|someone you trust|trusted|instead|rather than|let.?s|shift|change|steer|divert|redirect|"
+             "topic|subject|something else|sensitive|delicate|serious|controversial|complex|difficult|caution|"
+             "important to|safety|well-?being|condone|promot|support|encourag|endors|advocat|glorif|concern|worr|"
+             "troubl|reservation|suspicion|pass\\b|leave|never|respect|prioriti|treat|how about|have you considered|"
+             "could you|why|what|feel free|here to|suggest|recommend|urge|help but|"
+             "申し訳|でき|いたしかね|抱歉|对不起|无法|不能|lo siento|no puedo|désolé|ne peux|tut mir leid|kann|"
+             "dispiace|non posso|desculpe|não posso)")
+
+
 def score_sql(text: str, prompt: str | None = None) -> str:
     """SQL for the refusal score (0..1) of ``text`` (a column or expression); NULL/empty text scores 0.
 
@@ -211,7 +227,9 @@ def score_sql(text: str, prompt: str | None = None) -> str:
     shape = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
                        if not f.lexical)
     # list_transform evaluates each sum once and lets the CASE use it twice.
-    return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 ELSE list_transform([[{lex}, {shape}]], "
+    return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 "
+            f"WHEN NOT regexp_matches(left({text}, 900), '{PREFILTER}') THEN 0.0 "
+            f"ELSE list_transform([[{lex}, {shape}]], "
             f"lambda z: round(CASE WHEN z[1] > 0 THEN 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2]))) "
             f"ELSE least({SHAPE_ONLY_CAP}, 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2])))) END, 4))[1] END)")
 

@@ -95,6 +95,9 @@ class Store:
         store = cls(con, p, read_only)
         try:
             con.execute("SET TimeZone = 'UTC'")
+            # Bounded memory whatever the input size: DuckDB spills to disk beyond this.
+            con.execute("SET memory_limit = ?", [os.environ.get("RUNAUDIT_MEMORY_LIMIT", "1GB")])
+            con.execute("SET preserve_insertion_order = false")
             store._check_and_migrate()
         except BaseException:
             con.close()
@@ -147,14 +150,19 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
 
+    def run(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
+        """Run a statement and consume its result (DuckDB wants results finished before new work)."""
+        self.execute(sql, params).fetchall()
+
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and return its rows as tuples."""
         return self.execute(sql, params).fetchall()
 
     def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """Run a query and return the first column of its first row (or None)."""
-        r = self.execute(sql, params).fetchone()
-        return r[0] if r else None
+        # fetchall, not fetchone: DuckDB refuses new work on a connection with a partly-read result.
+        r = self.execute(sql, params).fetchall()
+        return r[0][0] if r else None
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run a query and return a polars DataFrame."""

@@ -1,0 +1,171 @@
+"""Speed and memory of ingest and reclassification, as ratios to a bare polars scan of the same file.
+
+    python bench/ingest_bench.py --runs 1000000 [--dir /tmp/runaudit-bench] [--generator module:function]
+
+Generates N flat runs (~2 KB each, a realistic mix of outcomes) once, then times each stage in a fresh
+subprocess (so peak RSS is per stage):
+
+* baseline A: ``polars.scan_ndjson(f, ignore_errors=True).select(pl.len()).collect()`` — the count-only scan the issue names;
+  polars answers it without parsing the records;
+* baseline B: ``polars.scan_ndjson(f, ignore_errors=True).collect().height`` — a scan that parses every record;
+* runaudit ingest into a new DuckDB file, re-ingest of the unchanged file, first classification,
+  reclassification after a rule change, and ``audit PATH`` (ingest + classify) on fresh logs.
+
+``--generator`` takes ``module:function(path, n)`` to benchmark another generator's logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+WORDS = ("the pipeline summary report data analysis customer order shipment weekly metrics growth revenue "
+         "incident server latency refund account invoice billing release deploy migration cache queue").split()
+
+
+def generate(path: str, n: int, seed: int = 7) -> None:
+    """N flat records, ~2 KB each: 80% ok, 5% 529, 2% 429, 1% timeout, 3% refusal stop, 4% text refusal,
+    2% truncated, 2% empty. Every line is valid JSON: polars' NDJSON reader fails on any bad line, even with
+    ignore_errors, so the baseline could not read a file holding some (the quarantine path is in the tests)."""
+    rng = random.Random(seed)
+    paras = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(110, 150))) for _ in range(400)]
+    refusals = ["I'm sorry, but I can't help with that request.",
+                "I can't provide that, but here is a safer alternative: contact your administrator.",
+                "It's not appropriate for me to write that. Please consult a professional instead."]
+    tasks = ["nightly-summary", "support-reply", "extract-invoice", "translate", "classify-ticket", "digest"]
+    t0 = 1_780_000_000
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            r = rng.random()
+            rec = {"run_id": f"r-{i}", "task_id": tasks[i % len(tasks)],
+                   "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + i * 30)),
+                   "model": "claude-sonnet-5", "prompt": "Summarise: " + paras[i % 400][:800],
+                   "http_status": 200, "stop_reason": "end_turn",
+                   "text": "## Summary\n" + paras[(i * 7) % 400] + "\n\n## Details\n" + paras[(i * 13) % 400][:300],
+                   "status": "success", "latency_ms": rng.randint(300, 9000),
+                   "usage": {"input_tokens": rng.randint(200, 900), "output_tokens": rng.randint(50, 800)},
+                   "error": None}
+            if r < 0.05:
+                rec.update(http_status=529, text=None, stop_reason=None, status="failed",
+                           error={"type": "overloaded_error", "message": "Overloaded"})
+            elif r < 0.07:
+                rec.update(http_status=429, text=None, stop_reason=None, status="failed",
+                           error={"type": "rate_limit_error"})
+            elif r < 0.08:
+                rec.update(http_status=None, text=None, stop_reason=None, status="failed", error="ReadTimeout")
+            elif r < 0.11:
+                rec.update(stop_reason="refusal", text="")
+            elif r < 0.15:
+                rec.update(text=refusals[i % 3])
+            elif r < 0.17:
+                rec.update(stop_reason="max_tokens", text=rec["text"][:300])
+            elif r < 0.19:
+                rec.update(text="")
+            f.write(json.dumps(rec) + "\n")
+
+
+STAGE = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+stage, path, db = sys.argv[1], sys.argv[2], sys.argv[3]
+t = time.perf_counter()
+out = {{}}
+if stage == "polars_count":
+    import polars as pl
+    out["n"] = pl.scan_ndjson(path, ignore_errors=True).select(pl.len()).collect().item()
+elif stage == "polars_parse":
+    import polars as pl
+    out["n"] = pl.scan_ndjson(path, ignore_errors=True).collect().height
+else:
+    from runaudit.store import Store
+    from runaudit.config import Config, parse_config
+    s = Store.open(db)
+    if stage in ("ingest", "reingest"):
+        from runaudit.ingest import ingest
+        out["result"] = ingest(s, [path]).as_dict()
+    elif stage == "classify":
+        from runaudit.classify import classify
+        out["result"] = classify(s, Config()).__dict__
+    elif stage == "reclassify":
+        from runaudit.classify import classify
+        out["result"] = classify(s, parse_config({{"done": {{"min_chars": 5}}}})).__dict__
+    elif stage == "audit_fresh":
+        from runaudit.ingest import ingest
+        from runaudit.classify import classify
+        ingest(s, [path]); out["result"] = classify(s, Config()).__dict__
+    s.close()
+out["seconds"] = time.perf_counter() - t
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out, default=str))
+"""
+
+
+def run_stage(stage: str, path: str, db: str) -> dict:
+    code = STAGE.format(root=str(HERE.parent))
+    res = subprocess.run([sys.executable, "-c", code, stage, path, db], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"stage {stage} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=200_000)
+    ap.add_argument("--dir", default="/tmp/runaudit-bench")
+    ap.add_argument("--generator", default=None, help="module:function(path, n) to generate the log")
+    a = ap.parse_args()
+    d = Path(a.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / f"runs-{a.runs}.jsonl"
+    if not log.exists():
+        gen = generate
+        if a.generator:
+            mod, fn = a.generator.split(":")
+            gen = getattr(importlib.import_module(mod), fn)
+        t = time.perf_counter()
+        gen(str(log), a.runs)
+        print(f"generated {log} ({log.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f}s")
+    size_gb = log.stat().st_size / 1e9
+    # warm the page cache so that every stage reads from memory, like the baseline
+    subprocess.run(["cat", str(log)], stdout=subprocess.DEVNULL, check=True)
+    db = str(d / "bench.duckdb")
+    db2 = str(d / "bench-fresh.duckdb")
+    for p in (db, db + ".wal", db2, db2 + ".wal"):
+        if os.path.exists(p):
+            os.remove(p)
+    r: dict[str, dict] = {}
+    r["polars_count"] = run_stage("polars_count", str(log), db)
+    r["polars_parse"] = run_stage("polars_parse", str(log), db)
+    r["ingest"] = run_stage("ingest", str(log), db)
+    r["reingest"] = run_stage("reingest", str(log), db)
+    r["classify"] = run_stage("classify", str(log), db)
+    r["reclassify"] = run_stage("reclassify", str(log), db)
+    r["audit_fresh"] = run_stage("audit_fresh", str(log), db2)
+    a_s, b_s = r["polars_count"]["seconds"], r["polars_parse"]["seconds"]
+    print(f"\nruns: {a.runs:,}   file: {size_gb:.2f} GB   cores: {os.cpu_count()}")
+    print(f"{'stage':<28}{'seconds':>9}{'peak RSS MB':>13}{'x count-scan':>14}{'x parse-scan':>14}")
+    for k, label in (("polars_count", "polars scan+count (A)"), ("polars_parse", "polars scan+parse (B)"),
+                     ("ingest", "runaudit ingest"), ("reingest", "re-ingest unchanged"),
+                     ("classify", "first classification"), ("reclassify", "reclassify (rule change)"),
+                     ("audit_fresh", "audit PATH (fresh db)")):
+        s = r[k]["seconds"]
+        print(f"{label:<28}{s:>9.2f}{r[k]['peak_rss_mb']:>13.0f}{s / a_s:>14.2f}{s / b_s:>14.2f}")
+    print(f"\nre-ingest / first ingest: {r['reingest']['seconds'] / r['ingest']['seconds'] * 100:.2f}%")
+    ing = r["ingest"]["result"]
+    print(f"ingest counts: lines {ing['lines']:,} ingested {ing['ingested']:,} quarantined {ing['quarantined']:,}"
+          f" duplicates {ing['duplicates']:,} blank {ing['blank']:,}")
+    print("targets: ingest <= 2.5x, reclassify <= 0.5x, audit PATH <= 2.5x, re-ingest <= 2%, peak RSS <= 2048 MB")
+
+
+if __name__ == "__main__":
+    main()
