@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import SAMPLE_LOGS, flat, write_jsonl
 
-COMMANDS = [["ingest"], ["audit"], ["flags"], ["diff"], ["rules"], ["rules", "list"], ["rules", "explain"]]
+COMMANDS = [["ingest"], ["audit"], ["flags"], ["diff"], ["rules"], ["rules", "list"], ["rules", "explain"],
+            ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)

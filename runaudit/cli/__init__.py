@@ -54,6 +54,12 @@ def guarded(fn: F) -> F:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            # the reader went away (| head): stop quietly, like any Unix tool
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI boundary
             raise fail(e) from None
 

@@ -1,1 +1,91 @@
-"""Placeholder module: commands are added by later issues."""
+"""review export / list / resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from runaudit.cli import app, guarded
+from runaudit.cli.common import DB_OPT, JSON_OPT, WAIT_OPT, echo_json
+
+review_app = typer.Typer(help="The review queue: declined runs for a person to judge (never resent).",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("export")
+@guarded
+def export(
+    db: Path | None = DB_OPT,
+    directory: Path = typer.Option(Path("review_queue"), "--dir", help="Folder for the <key>.json files."),
+    include: list[str] = typer.Option(None, "--include", help="Also queue this outcome (degraded)."),
+    prune: bool = typer.Option(False, "--prune", help="Remove <key>.json files no longer in the queue."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write one JSON file per queue item (whole input and output); re-running updates them in place."""
+    from runaudit.errors import UsageError
+    from runaudit.review import export_queue
+    from runaudit.store import Store
+
+    extra = [i.lower() for i in include or []]
+    if any(i != "degraded" for i in extra):
+        raise UsageError("--include takes only: degraded")
+    with Store.open(db, read_only=True) as store:
+        res = export_queue(store, directory, include_degraded="degraded" in extra, prune=prune)
+    if as_json:
+        echo_json(res.as_dict())
+        return
+    typer.echo(f"{res.items} item(s) in {res.directory}: {res.written} new, {res.updated} updated, "
+               f"{res.unchanged} unchanged" + (f", {len(res.stale)} stale" + (" removed" if prune else
+                                                                            " (use --prune to remove)")
+                                               if res.stale else ""))
+
+
+@review_app.command("list")
+@guarded
+def list_(
+    db: Path | None = DB_OPT,
+    status: str = typer.Option("open", "--status", help="open, confirmed, false-positive or all."),
+    include: list[str] = typer.Option(None, "--include", help="Also list this outcome (degraded)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Queue items, one per idempotency key, with how often and when they were seen."""
+    from runaudit.redact import mask_secrets
+    from runaudit.review import review_queue
+    from runaudit.store import Store
+
+    with Store.open(db, read_only=True) as store:
+        df = review_queue(store, status, include_degraded="degraded" in (include or []))
+    if as_json:
+        echo_json([{k: v for k, v in r.items() if k not in ("prompt", "response_text")}
+                   for r in df.to_dicts()])
+        return
+    if df.height == 0:
+        typer.echo(f"no {status if status != 'all' else ''} review items".replace("  ", " "))
+        return
+    for r in df.iter_rows(named=True):
+        prompt = (mask_secrets(r["prompt"]) or "").replace("\n", " ")
+        typer.echo(f"{r['key']}  {r['status']:<14} {r['task_id']}  x{r['occurrences']}  "
+                   f"{str(r['first_seen'])[:10]}..{str(r['last_seen'])[:10]}  {r['signal']}  "
+                   f"{prompt[:60]}{'…' if len(prompt) > 60 else ''}")
+    typer.echo(f"{df.height} item(s)")
+
+
+@review_app.command("resolve")
+@guarded
+def resolve_(
+    key: str = typer.Argument(..., help="The item's key (16 hex characters, or a unique prefix)."),
+    verdict: str = typer.Option(..., "--verdict", help="confirmed, false-positive, or open to clear."),
+    note: str | None = typer.Option(None, "--note", help="Why (kept with the verdict)."),
+    reviewer: str | None = typer.Option(None, "--reviewer", help="Who decided (default $USER)."),
+    db: Path | None = DB_OPT,
+    wait: float = WAIT_OPT,
+) -> None:
+    """Record a person's verdict for every run with this key, including future ones."""
+    from runaudit.review import resolve
+    from runaudit.store import Store
+
+    with Store.open(db, wait=wait, create=False) as store:
+        full = resolve(store, key, verdict, note, reviewer)
+    typer.echo(f"{full}: {verdict}")
