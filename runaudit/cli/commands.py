@@ -80,6 +80,9 @@ def audit(
     fail_on: list[str] = typer.Option(None, "--fail-on", help="Exit 1 if any run is KIND: false-success, ok, "
                                       "infra_error, declined or degraded (repeatable)."),
     wait: float = WAIT_OPT,
+    week: str | None = typer.Option(None, "--week", help="Summarise only ISO week 2026-W27 (or 'last')."),
+    since: str | None = typer.Option(None, "--since", help="Summarise only runs from this date (with --until)."),
+    until: str | None = typer.Option(None, "--until", help="... up to this date (exclusive)."),
 ) -> None:
     """Ingest PATHs if given, reclassify every run under the current rules, and print the summary."""
     from runaudit.audit import summary
@@ -97,7 +100,15 @@ def audit(
         if paths:
             ingest_res = _run_ingest(store, paths, cfg, not as_json)
         cres = classify(store, cfg)
-        summ = summary(store)
+        if week or since or until:
+            from runaudit.cli.report_cmd import parse_date
+            from runaudit.report.data import resolve_window
+
+            win = resolve_window(store, week, parse_date(since, "--since"), parse_date(until, "--until"))
+            summ = summary(store, win.start, win.end)
+            summ["window"] = win.label
+        else:
+            summ = summary(store)
     if ingest_res is not None:
         summ["ingest"] = ingest_res.as_dict()
     summ["classified_now"] = cres.classified

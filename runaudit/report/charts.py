@@ -1,0 +1,170 @@
+"""Report charts as PNG files (matplotlib, Agg backend, imported only when a chart is drawn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runaudit.report.data import ReportData
+
+COLORS = {"ok": "#2e7d32", "infra_error": "#f9a825", "declined": "#c62828", "degraded": "#6a1b9a",
+          "reported": "#1565c0", "true": "#2e7d32"}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _weekly_rows(data: ReportData) -> list[dict[str, Any]]:
+    by = {r["week"]: r for r in data.weekly.iter_rows(named=True)}
+    zero = {"runs": 0, "ok": 0, "infra_error": 0, "declined": 0, "degraded": 0, "reported_success": 0,
+            "infra_429": 0, "infra_529": 0, "infra_5xx": 0, "infra_timeout": 0}
+    return [{**zero, **by.get(w, {}), "week": w} for w in data.weeks]
+
+
+def success_rate_chart(data: ReportData, path: Path) -> Path:
+    """Weekly reported vs true success rate (lines)."""
+    plt = _plt()
+    rows = _weekly_rows(data)
+    weeks = [r["week"] for r in rows]
+    rep = [r["reported_success"] / r["runs"] * 100 if r["runs"] else None for r in rows]
+    true = [r["ok"] / r["runs"] * 100 if r["runs"] else None for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    ax.plot(weeks, [v if v is not None else float("nan") for v in rep], marker="o", color=COLORS["reported"],
+            label="reported by the pipeline")
+    ax.plot(weeks, [v if v is not None else float("nan") for v in true], marker="o", color=COLORS["true"],
+            label="true (outcome ok)")
+    ax.fill_between(range(len(weeks)), [v or 0 for v in true], [v or 0 for v in rep], color="#ef9a9a", alpha=0.35,
+                    label="falsely marked success")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success rate (%)")
+    ax.set_title("Success rate per week: reported vs true")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def outcome_mix_chart(data: ReportData, path: Path) -> Path:
+    """Stacked bars of outcomes per week."""
+    plt = _plt()
+    rows = _weekly_rows(data)
+    weeks = [r["week"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    bottom = [0] * len(rows)
+    for k in ("ok", "degraded", "declined", "infra_error"):
+        vals = [r[k] for r in rows]
+        ax.bar(weeks, vals, bottom=bottom, color=COLORS[k], label=k)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("runs")
+    ax.set_title("Outcome mix per week")
+    ax.set_ylim(0, max(bottom + [1]) * 1.3)  # headroom for the legend
+    ax.legend(fontsize=8, ncol=4, loc="upper left")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def infra_chart(data: ReportData, path: Path) -> Path:
+    """Infra errors per week: 429 / 529 / 5xx / timeout / other."""
+    plt = _plt()
+    rows = _weekly_rows(data)
+    weeks = [r["week"] for r in rows]
+    series = {
+        "429": [r["infra_429"] for r in rows],
+        "529": [r["infra_529"] for r in rows],
+        "5xx": [r["infra_5xx"] for r in rows],
+        "timeout": [r["infra_timeout"] for r in rows],
+    }
+    series["other"] = [r["infra_error"] - sum(series[k][i] for k in ("429", "529", "5xx", "timeout"))
+                       for i, r in enumerate(rows)]
+    colors = ["#fbc02d", "#ef6c00", "#d84315", "#8d6e63", "#9e9e9e"]
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+    bottom = [0] * len(rows)
+    for (k, vals), c in zip(series.items(), colors, strict=True):
+        ax.bar(weeks, vals, bottom=bottom, color=c, label=k)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("runs")
+    ax.set_title("Infrastructure errors per week")
+    ax.set_ylim(0, max(bottom + [1]) * 1.3)
+    ax.legend(fontsize=8, ncol=5, loc="upper left")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def task_chart(data: ReportData, path: Path, top: int = 12) -> Path:
+    """Reported vs true success rate per task in the report window (grouped bars)."""
+    plt = _plt()
+    rows = data.tasks.head(top).to_dicts()
+    names = [str(r["task_id"])[:28] for r in rows]
+    rep = [r["reported_success"] / r["runs"] * 100 if r["runs"] else 0 for r in rows]
+    true = [r["ok"] / r["runs"] * 100 if r["runs"] else 0 for r in rows]
+    fig, ax = plt.subplots(figsize=(8, max(2.4, 0.42 * len(rows) + 1)), dpi=100)
+    y = list(range(len(rows)))
+    ax.barh([v + 0.2 for v in y], rep, height=0.4, color=COLORS["reported"], label="reported")
+    ax.barh([v - 0.2 for v in y], true, height=0.4, color=COLORS["true"], label="true")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("success rate (%)")
+    ax.set_title(f"Success rate per task, {data.window.label}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def topic_chart(data: ReportData, path: Path, top: int = 6) -> Path:
+    """Decline rate per topic per week (lines), for the topics with the most declines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=100)
+    names = data.topics.head(top)["topic"].to_list() if data.topics.height else []
+    for name in names:
+        sub = {r["week"]: r for r in data.topic_weeks.filter(data.topic_weeks["topic"] == name).iter_rows(named=True)}
+        vals = [sub[w]["declined"] / sub[w]["runs"] * 100 if w in sub and sub[w]["runs"] else float("nan")
+                for w in data.weeks]
+        ax.plot(data.weeks, vals, marker="o", label=str(name)[:24])
+    ax.axhline(data.config["hand_threshold"] * 100, color="#c62828", linestyle="--", linewidth=1,
+               label="hand-over threshold")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("decline rate (%)")
+    ax.set_title("Decline rate per topic per week")
+    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+CHARTS = {
+    "success_rate.png": success_rate_chart,
+    "outcomes.png": outcome_mix_chart,
+    "infra_errors.png": infra_chart,
+    "tasks.png": task_chart,
+    "decline_topics.png": topic_chart,
+}
+
+
+def draw_all(data: ReportData, out_dir: Path) -> dict[str, Path]:
+    """Draw every chart into ``out_dir``; returns name -> path."""
+    return {name: fn(data, out_dir / name) for name, fn in CHARTS.items()}
