@@ -16,5 +16,7 @@ from runaudit.errors import (  # noqa: E402
     StoreError,
 )
 
-__all__ = ["__version__", "ExitCode", "InputFormatError", "ReviewStateError", "RuleConfigError", "RunauditError",
+from runaudit.api import Audit, open  # noqa: E402,A004
+
+__all__ = ["open", "Audit", "__version__", "ExitCode", "InputFormatError", "ReviewStateError", "RuleConfigError", "RunauditError",
            "StoreError"]

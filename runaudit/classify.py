@@ -67,7 +67,7 @@ def _classify_sql(cfg: Config, reuse: bool) -> tuple[str, list[Any]]:
     score = score_sql("response_text", "prompt")
     # Only answers that came back (no error, not an explicit decline) are scored; the CASE is evaluated
     # lazily on the rows that reach it.
-    score_expr = f"""CASE WHEN response_text IS NULL OR trim(response_text) = '' THEN NULL
+    score_expr = f"""CASE WHEN blank_text THEN NULL
         WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
         WHEN prev_score IS NOT NULL THEN prev_score
         ELSE {score} END"""
@@ -82,13 +82,16 @@ def _classify_sql(cfg: Config, reuse: bool) -> tuple[str, list[Any]]:
                r.stop_reason, r.stop_reason_raw, r.refusal_text, r.refusal_category, r.block_reason,
                r.batch_result, r.shape, r.provider, r.tool_calls, r.reported_status,
                {prev_col if reuse else 'NULL::DOUBLE AS prev_score'},
-               j.verdict AS judge
+               j.verdict AS judge,
+               r.response_text IS NULL OR (strlen(r.response_text) < 256 AND trim(r.response_text) = '')
+                   AS blank_text,
+               coalesce(r.error_type, '') <> '' OR coalesce(r.error_message, '') <> ''
+                   OR coalesce(r.http_status NOT BETWEEN 200 AND 299, false) OR r.batch_result IS NOT NULL AS has_err
         FROM runs r
         {prev_join.replace('USING (rid)', 'ON pc.rid = r.rid') if reuse else ''}
-        LEFT JOIN (SELECT content_hash, any_value(verdict) AS verdict FROM judge_verdicts
-                   WHERE verdict IN ('refusal', 'partial', 'compliance') GROUP BY content_hash) j
-               ON j.content_hash = left(sha256(coalesce(r.prompt, '') || chr(10) || coalesce(r.response_text, '')), 32)
-                  AND r.response_text IS NOT NULL
+        LEFT JOIN (SELECT jr.rid, arg_max(jv.verdict, jv.judged_at) AS verdict
+                   FROM judge_runs jr JOIN judge_verdicts jv USING (content_hash)
+                   WHERE jv.verdict IN ('refusal', 'partial', 'compliance') GROUP BY jr.rid) j ON j.rid = r.rid
         WHERE r.rid > $after
     ), scored AS (
         SELECT *, {score_expr} AS refusal_score FROM base

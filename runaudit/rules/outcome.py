@@ -3,7 +3,8 @@
 Precedence: infrastructure failures first, then explicit decline signals from the provider, then client
 errors, then the in-body refusal detector, then degraded results (truncated, empty, done-conditions), then ok.
 
-Columns of the scan: ``hs`` (HTTP status), ``et``/``em`` (lowercased error type and message), ``stop_reason``
+Columns of the scan: ``has_err`` (any error evidence: an error type or message, a non-2xx status, a batch
+result), ``blank_text`` (no deliverable text), ``hs`` (HTTP status), ``et``/``em`` (lowercased error type and message), ``stop_reason``
 (normalised), ``stop_reason_raw``, ``refusal_text``, ``refusal_category``, ``block_reason``, ``batch_result``,
 ``shape``, ``provider``, ``response_text``, ``tool_calls``, ``refusal_score``, ``done_failures``, ``judge``.
 """
@@ -33,7 +34,7 @@ class IN01RateLimited(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled(f"""((hs = 429 OR et IN ('rate_limit_error', 'rate_limit_exceeded', 'ratelimiterror',
+        return Compiled(f"""has_err AND ((hs = 429 OR et IN ('rate_limit_error', 'rate_limit_exceeded', 'ratelimiterror',
             'throttlingexception', 'resource_exhausted', 'too_many_requests', 'modelnotreadyexception',
             'tokens', 'requests') OR em LIKE '%rate limit%') AND NOT {_QUOTA})""")
 
@@ -53,7 +54,7 @@ class IN02Overloaded(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(hs IN (529, 503) OR et IN ('overloaded_error', 'serviceunavailableexception',
+        return Compiled("""has_err AND (hs IN (529, 503) OR et IN ('overloaded_error', 'serviceunavailableexception',
             'unavailable', 'serviceunavailableerror', 'service_unavailable') OR em LIKE '%overloaded%')""")
 
 
@@ -71,7 +72,7 @@ class IN03Timeout(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(hs IN (408, 504) OR regexp_matches(et, 'time[_ ]?d?[_ ]?out|deadline')
+        return Compiled("""has_err AND (hs IN (408, 504) OR regexp_matches(et, 'time[_ ]?d?[_ ]?out|deadline')
             OR (hs IS NULL AND regexp_matches(em, 'timed? ?out|deadline exceeded')))""")
 
 
@@ -89,7 +90,7 @@ class IN04ServerError(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(hs >= 500 OR hs = 409 OR et IN ('api_error', 'server_error', 'internal',
+        return Compiled("""has_err AND (hs >= 500 OR hs = 409 OR et IN ('api_error', 'server_error', 'internal',
             'internalservererror', 'internalserverexception', 'modelerrorexception', 'modelstreamerrorexception',
             'internal_server_error', 'bad_gateway', 'apierror', 'vector_store_timeout'))""")
 
@@ -108,7 +109,7 @@ class IN05Connection(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(hs IS NULL AND regexp_matches(et || ' ' || em,
+        return Compiled("""has_err AND (hs IS NULL AND regexp_matches(et || ' ' || em,
             'connect|connection|reset|dns|refused|unreachable|network|broken ?pipe|ssl|eof|socket|name resolution'))""")
 
 
@@ -164,7 +165,7 @@ class IN08NoResponse(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(hs IS NULL AND (et <> '' OR em <> '') AND NOT regexp_matches(et,
+        return Compiled("""has_err AND (hs IS NULL AND (et <> '' OR em <> '') AND NOT regexp_matches(et,
             'invalid|authentication|permission|not_found|billing|quota|too_large|validation|accessdenied|'
             || 'badrequest|policy|content_filter|guardrail|refus|unprocessable|context_length'))""")
 
@@ -272,7 +273,7 @@ class DE06PolicyBlock(Rule):
     groups = ("all", "declined")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(et IN ('content_policy_violation', 'content_filter', 'contentpolicyviolationerror',
+        return Compiled("""has_err AND (et IN ('content_policy_violation', 'content_filter', 'contentpolicyviolationerror',
             'bio_policy', 'image_content_policy_violation', 'responsibleaipolicyviolation', 'safety')
             OR ((hs BETWEEN 400 AND 499 OR et <> '') AND regexp_matches(em,
             'content (management )?polic|usage polic|safety (system|filter)|responsibleai|flagged as|'
@@ -299,7 +300,7 @@ class CL01ClientError(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled(f"""((hs BETWEEN 400 AND 499) OR {_QUOTA} OR regexp_matches(et,
+        return Compiled(f"""has_err AND ((hs BETWEEN 400 AND 499) OR {_QUOTA} OR regexp_matches(et,
             'invalid_request|authentication|permission|not_found|billing|too_large|validation|accessdenied|'
             || 'badrequest|unprocessable|invalid_argument|failed_precondition|context_length|invalid_prompt'))""")
 
@@ -371,8 +372,7 @@ class DG02Empty(Rule):
     groups = ("all", "degraded")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("((response_text IS NULL OR trim(response_text) = '') AND coalesce(tool_calls, 0) = 0 "
-                        "AND stop_reason IS DISTINCT FROM 'tool_use')")
+        return Compiled("(blank_text AND coalesce(tool_calls, 0) = 0 AND stop_reason IS DISTINCT FROM 'tool_use')")
 
 
 @RULES.register

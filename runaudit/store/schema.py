@@ -74,6 +74,7 @@ def m001_initial(con: Any) -> None:
             confidence DOUBLE, rationale VARCHAR, raw_response VARCHAR, judged_at TIMESTAMP,
             PRIMARY KEY (content_hash, prompt_version, model)
         );
+        CREATE TABLE judge_runs (rid BIGINT PRIMARY KEY, content_hash VARCHAR NOT NULL);
         """
     )
 
