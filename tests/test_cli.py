@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import SAMPLE_LOGS, flat, write_jsonl
 
 COMMANDS = [["ingest"], ["audit"], ["flags"], ["diff"], ["rules"], ["rules", "list"], ["rules", "explain"],
-            ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"]]
+            ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"], ["report"], ["judge"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -68,5 +68,5 @@ def test_rules_list_and_explain(invoke) -> None:  # type: ignore[no-untyped-def]
 
 def test_every_command_is_documented(invoke) -> None:  # type: ignore[no-untyped-def]
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for cmd in ("ingest", "audit", "flags", "diff", "rules"):
+    for cmd in ("ingest", "audit", "flags", "diff", "rules", "review", "report", "judge"):
         assert f"runaudit {cmd}" in readme

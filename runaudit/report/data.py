@@ -149,6 +149,17 @@ GROUP BY ALL ORDER BY declined DESC
 """
 
 
+JUDGE_TOPICS_SQL = """
+SELECT jv.topic, count(*) AS runs, count(*) FILTER (WHERE a.outcome = 'declined') AS declined
+FROM audit_runs a
+JOIN judge_runs jr ON jr.rid = a.rid
+JOIN (SELECT content_hash, arg_max(topic, judged_at) AS topic FROM judge_verdicts
+      WHERE topic IS NOT NULL GROUP BY content_hash) jv ON jv.content_hash = jr.content_hash
+WHERE a.ts >= ? AND a.ts < ?
+GROUP BY ALL ORDER BY declined DESC, runs DESC, jv.topic
+"""
+
+
 @dataclass
 class ReportData:
     """Everything the renderers need."""
@@ -169,6 +180,7 @@ class ReportData:
     topic_method: str
     hand: pl.DataFrame
     review: dict[str, int] | None
+    judge_topics: pl.DataFrame | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -347,6 +359,7 @@ def build_report_data(store: Store, cfg: Config, window: Window, weeks: int | No
         categories=store.query(CATEGORY_SQL, [window.start, window.end]),
         topics=topics, topic_weeks=topic_weeks, topic_method=method,
         hand=_hand(task_weeks, topic_weeks, week_labels, cfg), review=review,
+        judge_topics=store.query(JUDGE_TOPICS_SQL, [window.start, window.end]),
         config={"hand_threshold": cfg.hand_threshold, "hand_weeks": cfg.hand_weeks,
                 "hand_min_runs": cfg.hand_min_runs, "weeks": n_weeks},
     )

@@ -207,6 +207,11 @@ def build_document(data: ReportData) -> tuple[str, list[str], list[Section]]:
     else:
         s5.blocks.append(Para([t("No topic stands out in this window.")]))
     s5.blocks.append(Para([t("Method: " + data.topic_method)]))
+    if data.judge_topics is not None and data.judge_topics.height:
+        s5.blocks.append(Para([t("Topics named by the LLM judge (runaudit judge) for the runs it read:")]))
+        s5.blocks.append(Table(["judge topic", "runs judged", "declined"], [
+            [cell(r["topic"], 60), num(r["runs"]), num(r["declined"])]
+            for r in data.judge_topics.iter_rows(named=True)]))
     sections.append(s5)
 
     s6 = Section("6. Handle by hand")
@@ -318,6 +323,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "topics": data.topics.to_dicts(),
         "hand": data.hand.to_dicts(),
         "review": data.review,
+        "judge_topics": data.judge_topics.to_dicts() if data.judge_topics is not None else [],
     }
 
 

@@ -306,12 +306,32 @@ class CL01ClientError(Rule):
 
 
 @RULES.register
+class DE11JudgeRefusal(Rule):
+    """The optional LLM judge (``runaudit judge``) read the run and called it a refusal or a partial refusal.
+
+    Comes after explicit API signals and infrastructure errors, before the text detector: a judge verdict is
+    more specific than the detector's score, which stays stored as evidence.
+    **Matches**: a stored judge verdict ``refusal`` (sub-reason ``judge_refusal``) or ``partial``
+    (``judge_partial``) for this run's prompt and response.
+    **Does not match**: ``compliance`` or ``undecided`` verdicts; runs never judged.
+    """
+
+    code, name, outcome, signal = "DE11", "judge_refusal", "declined", "judge"
+    sub_reason_sql = "'judge_' || judge"
+    groups = ("all", "declined", "judge")
+
+    def predicate(self, cfg: Config) -> Compiled:
+        return Compiled("(judge IN ('refusal', 'partial'))")
+
+
+@RULES.register
 class DE10BodyRefusal(Rule):
     """A refusal written in a normal-looking 200 body, found by the in-body detector's evidence score.
 
     The score (0..1) weighs decline openers and verbs, policy framing, redirection, topic changes and
     non-English declines against delivered content; see ``runaudit/rules/refusal.py``. Runs at or above
-    ``[classify] refusal_threshold`` (default 0.5) are declined.
+    ``[classify] refusal_threshold`` (default 0.5) are declined, unless the LLM judge read the run and called
+    it compliance.
     **Matches**: "I can't help with that, but here is a safer alternative"; "申し訳ありませんが、お手伝いできません";
     a polite deflection to a professional that never answers.
     **Does not match**: "I'm sorry to hear your parcel was late…" followed by help; a story whose character says
@@ -323,23 +343,7 @@ class DE10BodyRefusal(Rule):
     groups = ("all", "declined", "detector")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("(refusal_score >= $?)", (cfg.refusal_threshold,))
-
-
-@RULES.register
-class DE11JudgeRefusal(Rule):
-    """The optional LLM judge (``runaudit judge``) read the run and called it a refusal.
-
-    **Matches**: a stored judge verdict ``refusal`` for this run's prompt and response.
-    **Does not match**: ``partial``, ``compliance`` or ``undecided`` verdicts; runs never judged.
-    """
-
-    code, name, outcome, signal = "DE11", "judge_refusal", "declined", "judge"
-    sub_reason_sql = "'judge_refusal'"
-    groups = ("all", "declined", "judge")
-
-    def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("(judge = 'refusal')")
+        return Compiled("(refusal_score >= $? AND judge IS DISTINCT FROM 'compliance')", (cfg.refusal_threshold,))
 
 
 @RULES.register

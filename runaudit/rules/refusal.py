@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DETECTOR_VERSION = "refusal-v3"
+DETECTOR_VERSION = "refusal-v4"
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,15 @@ _DECLINE_VERB = (r"(help|assist|provide|fulfil+|comply|support|engage|create|gen
 FEATURES: tuple[Feature, ...] = (
     Feature("apology_opener", 1.6,
             "regexp_matches({head}, '" + _I + r"^\W{0,3}((i''?m|i am|we''?re|we are)\s+)?(so |very |really |truly )?"
-            r"(sorry|apologi[sz]e|regret)|^\W{0,3}(my |our )?apologies|^\W{0,3}unfortunately')",
-            "opens with an apology (\"I'm sorry, but\", \"Unfortunately\")"),
+            r"(sorry|apologi[sz]e|regret)|^\W{0,3}(my |our )?apologies')",
+            "opens with an apology (\"I'm sorry, but\", \"My apologies\")"),
+    Feature("unfortunately_opener", 0.8,
+            "regexp_matches({head}, '" + _I + r"^\W{0,3}unfortunately')",
+            "opens with \"Unfortunately\" (weaker: often followed by what is available)"),
+    Feature("delivers_after", -1.0,
+            "regexp_matches({lead}, '" + _I + r"\b(here(''s| is| are)|the following|below (is|are)|as follows|"
+            r"you can (use|try|do)|steps?:|to do (this|that|so),)')",
+            "goes on to deliver (\"here is what is available\", \"the following\", \"steps:\")"),
     Feature("sympathy_opener", -1.6,
             "regexp_matches({head}, '" + _I + r"^\W{0,3}((i''?m|i am|we''?re|we are)\s+)?(so |very |really |truly )?"
             r"sorry (to hear|for your loss|about (your|the)|that you|you(''re| are| have)|for what)')",
