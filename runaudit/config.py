@@ -54,7 +54,9 @@ class Config:
 
     source: str | None = None
     field_map: dict[str, str] = field(default_factory=dict)
-    max_line_bytes: int = 128 * 1024 * 1024
+    # Longer lines are quarantined (first 64 KiB kept): a record this size is not an LLM call, and holding it
+    # would take several copies of it in memory.
+    max_line_bytes: int = 32 * 1024 * 1024
     success_words: tuple[str, ...] = DEFAULT_SUCCESS_WORDS
     refusal_threshold: float = 0.5
     ambiguous_low: float = 0.25

@@ -8,6 +8,7 @@ transaction: a killed ingest leaves the file's previous state, and the next run 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import stat
@@ -142,7 +143,7 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
         return ov(fld, expr)
 
     sel = f"""
-    SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, shape AS shape0,
+    SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, shape AS shape0,
       {ovp('run_id', 'run_id')} AS run_id,
       {ovp('task_id', 'task_id')} AS task_id,
       {ovp('ts', 'ts_raw')} AS ts_raw,
@@ -187,6 +188,7 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
            WHEN shape = 'anthropic_batch' THEN 'batch_result' ELSE 'http' END AS reported_source,
       list_filter([
         CASE WHEN bad_utf8 THEN 'invalid_utf8_replaced' END,
+        CASE WHEN repaired THEN 'invalid_escape_replaced' END,
         CASE WHEN http_raw IS NOT NULL AND http0 IS NULL THEN 'http_status_unparsed' END,
         CASE WHEN ts_raw IS NOT NULL AND ts_parsed IS NULL THEN 'ts_unparsed' END,
         CASE WHEN ts_parsed IS NULL THEN 'ts_from_file_mtime' END,
@@ -252,7 +254,9 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
     try:
         store.run(final_sql, map_params)
     finally:
-        con.unregister("_chunk")
+        # after a failed statement the transaction is aborted and unregister would raise over the real error
+        with contextlib.suppress(Exception):
+            con.unregister("_chunk")
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
@@ -324,8 +328,10 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
         try:
             if start_off:
                 f.seek(start_off)
-            head = f.read(4) if start_off == 0 else b""
-            if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            head = f.read(256) if start_off == 0 else b""
+            # A UTF-16 BOM followed by text where about every other byte is NUL (ASCII JSON in UTF-16); a BOM-like
+            # pair of garbage bytes alone is just a bad line for the quarantine.
+            if head[:2] in (b"\xff\xfe", b"\xfe\xff") and len(head) >= 8 and head[2:].count(0) >= (len(head) - 2) // 3:
                 raise InputFormatError(f"{path} is UTF-16 encoded; runaudit reads UTF-8 JSON lines",
                                        hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8.jsonl")
             f.seek(start_off)

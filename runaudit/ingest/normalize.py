@@ -104,15 +104,32 @@ _PROMPT_FROM_REQUEST = f"""nullif(array_to_string(list_filter([
 # The reader turned newline, CR and BOM bytes into spaces, which JSON allows around a value, so lines are parsed
 # as they are (no trimmed copy of every line).
 PARSE_SELECT = f"""
-SELECT line_no, byte_offset, strlen(line) AS nbytes, line, bad_utf8, too_long, kind,
+SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired,
        CASE WHEN kind = 'object' THEN json_transform(line, '{STRUCT_SPEC}') END AS u
 FROM (
-    SELECT *, CASE WHEN too_long THEN 'too_long'
-                   WHEN strlen(line) <= 64 AND trim(line) = '' THEN 'blank'
-                   WHEN json_valid(line) THEN (CASE WHEN starts_with(ltrim(left(line, 64)), '{{') THEN 'object'
-                                                    ELSE 'not_object' END)
-                   ELSE 'invalid' END AS kind
-    FROM _chunk
+    SELECT line_no, byte_offset, nbytes, bad_utf8, too_long,
+           CASE WHEN repaired THEN fixed ELSE line END AS line, repaired,
+           CASE WHEN too_long THEN 'too_long'
+                WHEN blank THEN 'blank'
+                WHEN ok1 OR repaired THEN (CASE WHEN starts_with(ltrim(left(line, 64)), '{{') THEN 'object'
+                                                ELSE 'not_object' END)
+                ELSE 'invalid' END AS kind
+    FROM (
+        SELECT *, coalesce(fixed IS NOT NULL AND json_valid(fixed), false) AS repaired
+        FROM (
+            -- DuckDB rejects lone UTF-16 surrogate escapes (backslash-u D800..DFFF) that Python writes;
+            -- only for lines that fail, retry with every surrogate escape replaced by U+FFFD.
+            SELECT *, CASE WHEN NOT ok1 AND NOT too_long AND NOT blank
+                                AND regexp_matches(line, '\\\\u[dD][89a-fA-F][0-9a-fA-F]{{2}}')
+                           THEN regexp_replace(line, '\\\\u[dD][89a-fA-F][0-9a-fA-F]{{2}}', '\\\\ufffd', 'g')
+                      END AS fixed
+            FROM (
+                SELECT *, orig_len AS nbytes, strlen(line) <= 64 AND trim(line) = '' AS blank,
+                       NOT too_long AND json_valid(line) AS ok1
+                FROM _chunk
+            )
+        )
+    )
 )
 """
 
@@ -232,7 +249,7 @@ WITH p0 AS (
     FROM p1
 )
 SELECT
-  line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind,
+  line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired,
   CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error')
        THEN 'bare' ELSE shape END AS shape_kind,
   shape,

@@ -112,23 +112,25 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         "line": strings,
         "bad_utf8": bad if bad is not None else pa.nulls(n, pa.bool_()).fill_null(False),
         "too_long": pa.array(np.diff(offs) > max_line),
+        "orig_len": pa.array(np.diff(offs).astype(np.int64)),
     })
     # several record batches, so that DuckDB scans the window on every core
     return pa.Table.from_batches(table.to_batches(max_chunksize=2048)), n
 
 
-def _too_long_table(first: bytes, line_no: int, offset: int) -> pa.Table:
+def _too_long_table(first: bytes, line_no: int, offset: int, length: int) -> pa.Table:
     return pa.table({
         "line_no": pa.array([line_no], pa.int64()),
         "byte_offset": pa.array([offset], pa.int64()),
         "line": pa.array([first.decode("utf-8", errors="replace")], pa.string()),
         "bad_utf8": pa.array([False]),
         "too_long": pa.array([True]),
+        "orig_len": pa.array([length], pa.int64()),
     })
 
 
 def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int = 32 << 20,
-                 max_line: int = 128 << 20) -> Iterator[Window]:
+                 max_line: int = 32 << 20) -> Iterator[Window]:
     """Yield windows of complete lines from ``f`` (positioned at ``offset``).
 
     The table of a window is only valid until the next window is requested: it points into a reused buffer.
@@ -170,7 +172,7 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
                     break
                 skipped += len(chunk)
             line_no += 1
-            yield Window(_too_long_table(first_bytes, line_no, pos), pos + skipped, 1, False)
+            yield Window(_too_long_table(first_bytes, line_no, pos, skipped), pos + skipped, 1, False)
             pos += skipped
             buf[:len(rest)] = rest
             fill = len(rest)

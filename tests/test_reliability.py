@@ -1,0 +1,272 @@
+"""Reliability and security: hostile input, crashes, concurrency, injection, migrations, masking.
+
+Each test here is named in docs/reliability.md next to the fault it proves runaudit survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runaudit.classify import classify
+from runaudit.config import Config
+from runaudit.ingest import ingest
+from runaudit.store import Store
+from runaudit.store.schema import MIGRATIONS
+from tests.conftest import flat, write_jsonl
+
+PY = sys.executable
+
+
+def _physical_lines(data: bytes) -> int:
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _check_accounting(store: Store, path: Path) -> None:
+    data = path.read_bytes()
+    res = ingest(store, [path])
+    assert not res.errors, res.errors
+    assert res.lines == _physical_lines(data)
+    assert res.ingested + res.duplicates + res.blank + res.quarantined == res.lines
+    assert store.scalar("SELECT count(*) FROM runs") == res.ingested
+    assert store.scalar("SELECT count(*) FROM quarantine") == res.quarantined
+    classify(store, Config())
+    assert store.scalar("SELECT count(*) FROM audit_runs") == res.ingested
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+FIELDS = ["run_id", "task_id", "ts", "prompt", "text", "http_status", "status", "stop_reason", "finish_reason",
+          "error", "usage", "model", "latency_ms", "request", "response", "result", "custom_id", "id", "type",
+          "role", "content", "object", "choices", "candidates", "promptFeedback", "stopReason", "output"]
+records = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8)
+raw_lines = st.binary(max_size=120).map(lambda b: b.replace(b"\n", b" "))
+line = st.one_of(records.map(lambda d: json.dumps(d).encode()), raw_lines,
+                 json_values.map(lambda v: json.dumps(v).encode()))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(line, max_size=25), st.booleans())
+def test_any_input_every_line_is_accounted_for(tmp_path: Path, lines: list[bytes], trailing: bool) -> None:
+    p = tmp_path / f"h{random.random()}.jsonl"
+    p.write_bytes(b"\n".join(lines) + (b"\n" if trailing and lines else b""))
+    with Store.open(":memory:") as store:
+        _check_accounting(store, p)
+
+
+@pytest.mark.parametrize("payload", [
+    pytest.param(('{"a":' * 100_000 + "1" + "}" * 100_000 + "\n").encode(), id="deeply-nested"),
+    pytest.param(b'{"task_id": "t", "text": "a\x00b"}\n{"task_id": "t", "text": "x\\u0000y"}\n\x00\x00\n', id="nul-bytes"),
+    pytest.param(random.Random(1).randbytes(300_000), id="not-utf8-at-all"),
+    pytest.param(b"\xef\xbb\xbf" + b"\r\n".join(json.dumps(flat(run_id=str(i))).encode() for i in range(5)), id="bom-crlf"),
+    pytest.param('{"task_id": "t", "text": "\\ud800 lone surrogate"}\n'.encode(), id="lone-surrogate"),
+    pytest.param(b'{"task_id": "t", "ts": 1e400, "http_status": [1], "usage": {"input_tokens": "many"}}\n', id="odd-types"),
+])
+def test_hostile_files(tmp_path: Path, payload: bytes) -> None:
+    p = tmp_path / "h.jsonl"
+    p.write_bytes(payload)
+    with Store.open(":memory:") as store:
+        _check_accounting(store, p)
+
+
+@pytest.mark.slow
+def test_a_100mb_line(tmp_path: Path) -> None:
+    p = tmp_path / "big.jsonl"
+    with p.open("w") as f:
+        f.write(json.dumps(flat(run_id="small")) + "\n")
+        f.write(json.dumps(flat(run_id="huge", text="x" * 100_000_000)) + "\n")
+        f.write(json.dumps(flat(run_id="five-mb", text="y" * 5_000_000)) + "\n")
+    with Store.open(":memory:") as store:
+        _check_accounting(store, p)
+        assert store.rows("SELECT reason, source_line, raw_bytes > 100_000_000 FROM quarantine") == [
+            ("line_too_long", 2, True)]
+        assert store.scalar("SELECT length(response_text) FROM runs WHERE run_id = 'five-mb'") == 5_000_000
+
+
+def test_symlink_loop_and_unreadable_files(tmp_path: Path) -> None:
+    d = tmp_path / "logs"
+    d.mkdir()
+    write_jsonl(d / "good.jsonl", [flat(run_id="g")])
+    (d / "loop").symlink_to(d, target_is_directory=True)
+    (d / "dangling.jsonl").symlink_to(d / "missing.jsonl")
+    locked = write_jsonl(d / "locked.jsonl", [flat(run_id="l")])
+    locked.chmod(0)
+    try:
+        with Store.open(":memory:") as store:
+            res = ingest(store, [d])
+        errs = {Path(e["file"]).name for e in res.errors}
+        assert "dangling.jsonl" in errs
+        if os.geteuid() != 0:  # root reads anything; for everyone else the file is unreadable
+            assert "locked.jsonl" in errs
+        assert res.ingested >= 1 and all("Traceback" not in e["error"] for e in res.errors)
+    finally:
+        locked.chmod(0o644)
+
+
+def test_user_filters_are_bound_parameters(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "a.duckdb"
+    invoke(["audit", write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1", stop_reason="refusal", text="")]),
+            "--db", db])
+    evil = "x'; DROP TABLE runs; --"
+    invoke(["flags", "--db", db, "--task", evil], stdout_has="no falsely")
+    invoke(["flags", "--db", db, "--task", "*' OR '1'='1"], stdout_has="no falsely")
+    invoke(["report", "--db", db, "--since", "2026-01-01'; DROP TABLE runs; --", "--until", "2027-01-01",
+            "--out", tmp_path / "r"], code=2, stderr_has="not a date")
+    invoke(["review", "resolve", "abcdef'; DROP TABLE reviews; --", "--verdict", "confirmed", "--db", db], code=2)
+    with Store.open(db, read_only=True) as s:
+        assert s.scalar("SELECT count(*) FROM runs") == 1
+        assert s.scalar("SELECT count(*) FROM reviews") == 0
+
+
+def test_review_files_mask_secrets(tmp_path: Path) -> None:
+    from runaudit.review import export_queue
+
+    key = "sk-ant-api03-REALKEYREALKEYREALKEY0001"
+    with Store.open(":memory:") as store:
+        ingest(store, [write_jsonl(tmp_path / "a.jsonl", [
+            flat(prompt=f"use {key} and Bearer abcdefghijklmnop123", stop_reason="refusal", text="")])])
+        classify(store, Config())
+        export_queue(store, tmp_path / "q")
+    text = "".join(p.read_text() for p in (tmp_path / "q").iterdir())
+    assert key not in text and "abcdefghijklmnop123" not in text and "[MASKED]" in text
+
+
+def test_migrations_from_the_first_released_schema(tmp_path: Path) -> None:
+    p = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(p))
+    con.execute("CREATE TABLE _runaudit_migrations (seq INTEGER, name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
+    name, fn = MIGRATIONS[0]
+    fn(con)
+    con.execute("INSERT INTO _runaudit_migrations VALUES (1, ?, now()::TIMESTAMP)", [name])
+    con.close()
+    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1")])
+    with Store.open(p) as s:
+        assert s.scalar("SELECT count(*) FROM _runaudit_migrations") == len(MIGRATIONS)
+        ingest(s, [log])
+        classify(s, Config())
+        assert s.scalar("SELECT count(*) FROM audit_runs") == 1
+
+
+# -- crashes and concurrency (real subprocesses) -------------------------------------------------------------
+
+def _big_log(path: Path, n: int, bad_every: int = 997) -> int:
+    """n lines, every bad_every-th one not JSON; returns the number of bad lines."""
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
+    rng = random.Random(3)
+    bad = 0
+    with path.open("w") as f:
+        for i in range(n):
+            if i % bad_every == 5:
+                f.write("not json %d\n" % i)
+                bad += 1
+                continue
+            f.write(json.dumps(flat(run_id=f"r{i}", prompt=" ".join(rng.choice(words) for _ in range(150)),
+                                    text=" ".join(rng.choice(words) for _ in range(200)))) + "\n")
+    return bad
+
+
+def _runaudit(*args: object, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([PY, "-m", "runaudit", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)  # type: ignore[call-overload]
+
+
+def _wait_until_locked(db: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    from runaudit.errors import StoreBusyError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            Store.open(db, read_only=True).close()
+        except StoreBusyError:
+            return
+        except Exception:  # noqa: BLE001 - not created yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the first process never held the lock")
+
+
+@pytest.mark.slow
+def test_kill_9_during_ingest_then_rerun_is_exact(tmp_path: Path) -> None:
+    small = write_jsonl(tmp_path / "a-small.jsonl", [flat(run_id=f"s{i}") for i in range(50)] + ["oops"])
+    big = tmp_path / "b-big.jsonl"
+    n = 60_000
+    bad = _big_log(big, n)
+    db = tmp_path / "crash.duckdb"
+    proc = _runaudit("ingest", small, big, "--db", db, "--json")
+    _wait_until_locked(db, proc)
+    time.sleep(1.5)
+    assert proc.poll() is None, "ingest finished before it could be killed; make the file bigger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Store.open(db) as s:  # the killed file left nothing; the finished one is whole
+        assert s.scalar("SELECT count(*) FROM runs WHERE source_file LIKE '%b-big.jsonl'") == 0
+        assert s.scalar("SELECT count(*) FROM runs WHERE source_file LIKE '%a-small.jsonl'") == 50
+        assert s.scalar("SELECT count(*) FROM quarantine") == 1
+    out = subprocess.run([PY, "-m", "runaudit", "ingest", small, big, "--db", db, "--json"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    # the small file is unchanged: its 51 lines (50 runs, 1 quarantined) were read before, so they are duplicates
+    assert res["ingested"] == n - bad and res["quarantined"] == bad and res["duplicates"] == 51
+    with Store.open(db) as s:
+        assert s.scalar("SELECT count(*) FROM runs") == n - bad + 50
+        assert s.scalar("SELECT count(DISTINCT run_id) FROM runs") == n - bad + 50
+        assert s.scalar("SELECT count(*) FROM quarantine") == bad + 1
+
+
+@pytest.mark.slow
+def test_kill_9_during_audit_keeps_a_readable_classification(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    _big_log(big, 40_000)
+    db = tmp_path / "a.duckdb"
+    assert subprocess.run([PY, "-m", "runaudit", "audit", big, "--db", db], capture_output=True).returncode == 0
+    cfg = tmp_path / "strict.toml"
+    for i, delay in enumerate((0.3, 0.8, 1.5)):
+        cfg.write_text(f"[done]\nmin_chars = {100 + i}\n")
+        proc = _runaudit("audit", "--db", db, "--config", cfg)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with Store.open(db, read_only=True) as s:
+            rs = s.get_meta("current_ruleset")
+            assert s.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs]) == \
+                s.scalar("SELECT count(*) FROM runs")
+            assert s.scalar("SELECT count(*) FROM audit_runs") == s.scalar("SELECT count(*) FROM runs")
+
+
+@pytest.mark.slow
+def test_two_writers_and_a_reader_during_ingest(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    _big_log(big, 60_000)
+    small = write_jsonl(tmp_path / "small.jsonl", [flat(run_id="x")])
+    db = tmp_path / "c.duckdb"
+    first = _runaudit("ingest", big, "--db", db)
+    _wait_until_locked(db, first)
+    second = subprocess.run([PY, "-m", "runaudit", "ingest", small, "--db", db, "--wait", "1"],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 4 and "in use by another runaudit process" in second.stderr
+    assert "Traceback" not in second.stderr
+    rep = subprocess.run([PY, "-m", "runaudit", "report", "--db", db, "--out", tmp_path / "r"],
+                         capture_output=True, text=True, timeout=60)
+    assert rep.returncode == 4 and "in use by another runaudit process" in rep.stderr
+    assert "Traceback" not in rep.stderr
+    # a writer that waits long enough gets its turn
+    third = subprocess.run([PY, "-m", "runaudit", "ingest", small, "--db", db, "--wait", "300", "--json"],
+                           capture_output=True, text=True, timeout=600)
+    assert first.wait(timeout=600) == 0
+    assert third.returncode == 0 and json.loads(third.stdout)["ingested"] == 1
