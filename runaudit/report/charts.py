@@ -42,11 +42,11 @@ def success_rate_chart(data: ReportData, path: Path) -> Path:
             label="true (outcome ok)")
     ax.fill_between(range(len(weeks)), [v or 0 for v in true], [v or 0 for v in rep], color="#ef9a9a", alpha=0.35,
                     label="falsely marked success")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(-2, 108)
     ax.set_ylabel("success rate (%)")
     ax.set_title("Success rate per week: reported vs true")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -141,13 +141,15 @@ def topic_chart(data: ReportData, path: Path, top: int = 6) -> Path:
         sub = {r["week"]: r for r in data.topic_weeks.filter(data.topic_weeks["topic"] == name).iter_rows(named=True)}
         vals = [sub[w]["declined"] / sub[w]["runs"] * 100 if w in sub and sub[w]["runs"] else float("nan")
                 for w in data.weeks]
-        ax.plot(data.weeks, vals, marker="o", label=str(name)[:24])
+        ax.plot(data.weeks, vals, marker="osD^v<>"[names.index(name) % 7], markersize=7 - names.index(name) % 3,
+                label=str(name)[:24])
     ax.axhline(data.config["hand_threshold"] * 100, color="#c62828", linestyle="--", linewidth=1,
                label="hand-over threshold")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(-2, 108)
     ax.set_ylabel("decline rate (%)")
     ax.set_title("Decline rate per topic per week")
-    ax.legend(fontsize=7, ncol=3, loc="upper left")
+    # below the axes: lines may sit anywhere, including on top of each other at 100%
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
