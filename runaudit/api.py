@@ -113,18 +113,11 @@ class Audit:
         """Per ISO week: runs, outcome counts, reported and true success rate."""
         import polars as pl
 
-        from runaudit.audit import require_classified
+        from runaudit.audit import OUTCOME_COUNTS, require_classified
 
         require_classified(self.store)
-        df = self.store.query("""
-            SELECT strftime(ts, '%G-W%V') AS week, count(*) AS runs,
-                   count(*) FILTER (WHERE outcome = 'ok') AS ok,
-                   count(*) FILTER (WHERE outcome = 'infra_error') AS infra_error,
-                   count(*) FILTER (WHERE outcome = 'declined') AS declined,
-                   count(*) FILTER (WHERE outcome = 'degraded') AS degraded,
-                   count(*) FILTER (WHERE reported_success) AS reported_success,
-                   count(*) FILTER (WHERE false_success) AS false_success
-            FROM audit_runs GROUP BY 1 ORDER BY 1""")
+        df = self.store.query(f"SELECT strftime(ts, '%G-W%V') AS week, {OUTCOME_COUNTS} "
+                              "FROM audit_runs GROUP BY 1 ORDER BY 1")
         return df.with_columns((pl.col("reported_success") / pl.col("runs")).round(4).alias("reported_rate"),
                                (pl.col("ok") / pl.col("runs")).round(4).alias("true_rate"))
 

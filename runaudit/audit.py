@@ -41,18 +41,22 @@ def require_classified(store: Store) -> str:
     return rs
 
 
-SUMMARY_SQL = """
-SELECT count(*) AS runs,
+# The outcome counts every view of the numbers shares (audit summary, weekly report, Python API), so they agree
+# by construction.
+OUTCOME_COUNTS = """count(*) AS runs,
        count(*) FILTER (WHERE outcome = 'ok') AS ok,
        count(*) FILTER (WHERE outcome = 'infra_error') AS infra_error,
        count(*) FILTER (WHERE outcome = 'declined') AS declined,
        count(*) FILTER (WHERE outcome = 'degraded') AS degraded,
        count(*) FILTER (WHERE false_success) AS false_success,
-       count(*) FILTER (WHERE reported_success) AS reported_success,
+       count(*) FILTER (WHERE reported_success) AS reported_success"""
+
+SUMMARY_SQL = f"""
+SELECT {OUTCOME_COUNTS},
        count(*) FILTER (WHERE overridden) AS overridden,
        count(*) FILTER (WHERE outcome <> 'ok' AND retryable) AS retryable,
        count(*) FILTER (WHERE rule_outcome = 'declined' AND review_verdict IS NULL) AS awaiting_review
-FROM audit_runs WHERE {where}
+FROM audit_runs WHERE {{where}}
 """
 
 

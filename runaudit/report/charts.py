@@ -28,6 +28,19 @@ def _weekly_rows(data: ReportData) -> list[dict[str, Any]]:
     return [{**zero, **by.get(w, {}), "week": w} for w in data.weeks]
 
 
+def _stacked(ax: Any, weeks: list[str], series: dict[str, list[int]], colors: list[str], title: str) -> None:
+    bottom = [0] * len(weeks)
+    for (k, vals), c in zip(series.items(), colors, strict=True):
+        ax.bar(weeks, vals, bottom=bottom, color=c, label=k)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("runs")
+    ax.set_title(title)
+    ax.set_ylim(0, max(bottom + [1]) * 1.3)  # headroom for the legend
+    ax.legend(fontsize=8, ncol=len(series), loc="upper left")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def success_rate_chart(data: ReportData, path: Path) -> Path:
     """Weekly reported vs true success rate (lines)."""
     plt = _plt()
@@ -60,17 +73,9 @@ def outcome_mix_chart(data: ReportData, path: Path) -> Path:
     rows = _weekly_rows(data)
     weeks = [r["week"] for r in rows]
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
-    bottom = [0] * len(rows)
-    for k in ("ok", "degraded", "declined", "infra_error"):
-        vals = [r[k] for r in rows]
-        ax.bar(weeks, vals, bottom=bottom, color=COLORS[k], label=k)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_ylabel("runs")
-    ax.set_title("Outcome mix per week")
-    ax.set_ylim(0, max(bottom + [1]) * 1.3)  # headroom for the legend
-    ax.legend(fontsize=8, ncol=4, loc="upper left")
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    kinds = ("ok", "degraded", "declined", "infra_error")
+    _stacked(ax, weeks, {k: [r[k] for r in rows] for k in kinds}, [COLORS[k] for k in kinds],
+             "Outcome mix per week")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -92,16 +97,7 @@ def infra_chart(data: ReportData, path: Path) -> Path:
                        for i, r in enumerate(rows)]
     colors = ["#fbc02d", "#ef6c00", "#d84315", "#8d6e63", "#9e9e9e"]
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
-    bottom = [0] * len(rows)
-    for (k, vals), c in zip(series.items(), colors, strict=True):
-        ax.bar(weeks, vals, bottom=bottom, color=c, label=k)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_ylabel("runs")
-    ax.set_title("Infrastructure errors per week")
-    ax.set_ylim(0, max(bottom + [1]) * 1.3)
-    ax.legend(fontsize=8, ncol=5, loc="upper left")
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    _stacked(ax, weeks, series, colors, "Infrastructure errors per week")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

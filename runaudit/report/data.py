@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runaudit.audit import require_classified, summary
+from runaudit.audit import OUTCOME_COUNTS, require_classified, summary
 from runaudit.config import Config
 from runaudit.errors import UsageError
 from runaudit.store import Store
@@ -77,15 +77,9 @@ def resolve_window(store: Store, week: str | None = None, since: dt.date | None 
     return week_window(y, w)
 
 
-WEEKLY_SQL = """
+WEEKLY_SQL = f"""
 SELECT date_trunc('week', ts)::DATE AS week_start, strftime(ts, '%G-W%V') AS week,
-       count(*) AS runs,
-       count(*) FILTER (WHERE outcome = 'ok') AS ok,
-       count(*) FILTER (WHERE outcome = 'infra_error') AS infra_error,
-       count(*) FILTER (WHERE outcome = 'declined') AS declined,
-       count(*) FILTER (WHERE outcome = 'degraded') AS degraded,
-       count(*) FILTER (WHERE reported_success) AS reported_success,
-       count(*) FILTER (WHERE false_success) AS false_success,
+       {OUTCOME_COUNTS},
        count(*) FILTER (WHERE outcome = 'infra_error' AND http_status = 429) AS infra_429,
        count(*) FILTER (WHERE outcome = 'infra_error' AND http_status = 529) AS infra_529,
        count(*) FILTER (WHERE outcome = 'infra_error' AND http_status BETWEEN 500 AND 599 AND http_status <> 529)
