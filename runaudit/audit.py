@@ -113,6 +113,27 @@ def false_successes(store: Store, since: dt.date | None = None, until: dt.date |
     return store.query(sql, params)
 
 
+BORDERLINE_SQL = """
+SELECT run_id, task_id, ts, reported_status, outcome, rule_code, signal, refusal_score,
+       left(response_text, 200) AS response_start, source_file, source_line, rid
+FROM audit_runs WHERE refusal_score BETWEEN ? AND ? AND {where}
+ORDER BY refusal_score DESC, ts, rid
+"""
+
+
+def borderline(store: Store, low: float, high: float, task: str | None = None,
+               limit: int | None = None) -> pl.DataFrame:
+    """Runs whose in-body refusal score lies in [low, high]: the detector's uncertain cases."""
+    require_classified(store)
+    where, params = window_where(None, None, task)
+    sql = BORDERLINE_SQL.format(where=where)
+    all_params: list[Any] = [low, high, *params]
+    if limit is not None:
+        sql += " LIMIT ?"
+        all_params.append(int(limit))
+    return store.query(sql, all_params)
+
+
 DIFF_SQL = """
 SELECT r.rid, r.run_id, r.task_id, r.ts,
        o.outcome AS old_outcome, o.rule_code AS old_rule, n.outcome AS new_outcome, n.rule_code AS new_rule,

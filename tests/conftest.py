@@ -45,7 +45,7 @@ def sample_store(tmp_path: Path) -> Iterator[Store]:
     from runaudit.ingest import ingest
 
     s = Store.open(tmp_path / "sample.duckdb")
-    cfg = load_config(REPO / "runaudit.toml")
+    cfg = load_config(REPO / "sample_logs" / "runaudit.toml")
     ingest(s, [SAMPLE_LOGS], cfg)
     classify(s, cfg)
     yield s

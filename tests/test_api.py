@@ -12,7 +12,7 @@ from tests.conftest import REPO, SAMPLE_LOGS
 
 
 def test_open_ingest_classify_and_frames(tmp_path: Path) -> None:
-    with runaudit.open(tmp_path / "a.duckdb", config=REPO / "runaudit.toml") as a:
+    with runaudit.open(tmp_path / "a.duckdb", config=REPO / "sample_logs" / "runaudit.toml") as a:
         a.ingest(SAMPLE_LOGS)
         a.classify()
         counts = a.outcome_counts()

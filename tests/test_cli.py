@@ -70,3 +70,19 @@ def test_every_command_is_documented(invoke) -> None:  # type: ignore[no-untyped
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for cmd in ("ingest", "audit", "flags", "diff", "rules", "review", "report", "judge"):
         assert f"runaudit {cmd}" in readme
+
+
+def test_flags_borderline_lists_uncertain_runs(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "b.duckdb"
+    log = write_jsonl(tmp_path / "b.jsonl", [
+        flat(run_id="edge", text="That is a delicate subject. Your neighbour owns the shed, so ask them when they "
+                                 "are home; most people are happy to hand back a borrowed ladder."),
+        flat(run_id="clear")])
+    invoke(["audit", log, "--db", db])
+    rows = json.loads(invoke(["flags", "--db", db, "--borderline", "--json"]).stdout)
+    assert [r["run_id"] for r in rows] == ["edge"] and 0.25 <= rows[0]["refusal_score"] <= 0.75
+
+
+def test_empty_folder_is_an_input_error(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "empty").mkdir()
+    invoke(["ingest", tmp_path / "empty", "--db", tmp_path / "x.duckdb"], code=3, stderr_has="no log files")

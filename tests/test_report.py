@@ -25,7 +25,7 @@ BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.payload.signature"
 
 
 def test_report_files_and_numbers_agree_with_audit(sample_store: Store, tmp_path: Path, invoke) -> None:  # type: ignore[no-untyped-def]
-    cfg = load_config(REPO / "runaudit.toml")
+    cfg = load_config(REPO / "sample_logs" / "runaudit.toml")
     res = write_report(sample_store, cfg, tmp_path / "r", week="2026-W25")
     names = {Path(f).name for f in res.files}
     assert {"report.md", "report.html", "report.json", "success_rate.png", "outcomes.png", "infra_errors.png",
@@ -40,8 +40,8 @@ def test_report_files_and_numbers_agree_with_audit(sample_store: Store, tmp_path
     assert data["headline"]["reported_success_rate"] == direct["reported_success_rate"]
     # and the CLI's audit --json over the same week prints the same numbers
     db = tmp_path / "cli.duckdb"
-    invoke(["audit", SAMPLE_LOGS, "--db", db, "--config", REPO / "runaudit.toml"])
-    out = json.loads(invoke(["audit", "--db", db, "--config", REPO / "runaudit.toml", "--json", "--week",
+    invoke(["audit", SAMPLE_LOGS, "--db", db, "--config", REPO / "sample_logs" / "runaudit.toml"])
+    out = json.loads(invoke(["audit", "--db", db, "--config", REPO / "sample_logs" / "runaudit.toml", "--json", "--week",
                              "2026-W25"]).stdout)
     for k in ("runs", "outcomes", "false_success", "reported_success_rate", "true_success_rate"):
         assert out[k] == data["headline"][k], k
@@ -128,3 +128,24 @@ def test_bad_week_is_a_usage_error(invoke, tmp_path: Path) -> None:  # type: ign
     invoke(["report", "--db", db, "--since", "2026-06-01", "--out", tmp_path / "r"], code=2, stderr_has="together")
     invoke(["report", "--db", db, "--format", "pdf", "--out", tmp_path / "r"], code=2, stderr_has="pdf")
     invoke(["report", "--db", db, "--week", "2026-W24", "--out", tmp_path / "r"], stdout_has="2026-W24")
+
+
+def test_topics_without_config_use_distinguishing_terms(tmp_path: Path) -> None:
+    from runaudit.classify import classify
+    from runaudit.ingest import ingest
+    from runaudit.report.data import build_report_data
+
+    recs = []
+    for i in range(12):  # "explosives" appears in every declined prompt and in no accepted one
+        recs.append(flat(run_id=f"d{i}", prompt=f"safety question about explosives, case {i}", stop_reason="refusal",
+                         text="", ts=f"2026-07-{6 + i % 5:02d}T02:00:00Z"))
+        recs.append(flat(run_id=f"o{i}", prompt=f"safety question about revenue, case {i}",
+                         ts=f"2026-07-{6 + i % 5:02d}T03:00:00Z"))
+    with Store.open(tmp_path / "t.duckdb") as s:
+        ingest(s, [write_jsonl(tmp_path / "t.jsonl", recs)])
+        classify(s, Config())
+        data = build_report_data(s, Config(), resolve_window(s, "2026-W28"))
+    top = data.topics.to_dicts()
+    assert top[0]["topic"] == "explosives" and top[0]["decline_rate"] == 1.0
+    assert "revenue" not in [t["topic"] for t in top]
+    assert "log-odds" in data.topic_method

@@ -143,13 +143,23 @@ def flags(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
     task: str | None = typer.Option(None, "--task", help="Only tasks matching this glob."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N rows."),
+    borderline: bool = typer.Option(False, "--borderline", help="Instead: runs whose refusal score is in the "
+                                    "ambiguous band ([classify] ambiguous_band), whatever their outcome."),
+    config: Path | None = CONFIG_OPT,
 ) -> None:
-    """Runs the pipeline logged as success whose real outcome is not ok."""
+    """Runs the pipeline logged as success whose real outcome is not ok (or, with --borderline, uncertain ones)."""
     from runaudit.audit import false_successes
+    from runaudit.audit import borderline as borderline_runs
     from runaudit.store import Store
 
     with Store.open(db, read_only=True) as store:
-        df = false_successes(store, task=task, limit=limit)
+        if borderline:
+            from runaudit.config import load_config
+
+            cfg = load_config(config)
+            df = borderline_runs(store, cfg.ambiguous_low, cfg.ambiguous_high, task, limit)
+        else:
+            df = false_successes(store, task=task, limit=limit)
     if as_json:
         echo_json(df.to_dicts())
     elif as_csv:
@@ -161,7 +171,13 @@ def flags(
         typer.echo(buf.getvalue(), nl=False)
     else:
         if df.height == 0:
-            typer.echo("no falsely-marked-success runs")
+            typer.echo("no borderline runs" if borderline else "no falsely-marked-success runs")
+            return
+        if borderline:
+            for r in df.iter_rows(named=True):
+                typer.echo(f"{r['refusal_score']:.2f}  {str(r['ts'])[:19]}  {r['task_id']}  -> {r['outcome']} "
+                           f"({r['rule_code']})  {(r['response_start'] or '').replace(chr(10), ' ')[:80]}")
+            typer.echo(f"{df.height} run(s) in the ambiguous band; `runaudit judge` can classify them")
             return
         for r in df.iter_rows(named=True):
             where = f"{os.path.basename(r['source_file'] or '')}:{r['source_line']}"

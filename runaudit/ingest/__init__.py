@@ -372,7 +372,11 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     other files still ingest; the caller decides the exit code.
     """
     cfg = cfg or Config()
+    paths = list(paths)
     files = discover(paths)
+    if not files:
+        raise InputFormatError(f"no log files under {', '.join(str(p) for p in paths)}",
+                               hint="runaudit reads *.jsonl, *.ndjson and their .gz (name a file to read any suffix)")
     t0 = time.perf_counter()
     result = IngestResult(files=len(files))
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))

@@ -222,12 +222,14 @@ def _topics_from_terms(store: Store, start: dt.date, end: dt.date, top: int = 12
         FROM (SELECT * FROM audit_runs WHERE ts >= ? AND ts < ? AND outcome IN ('declined', 'ok')
               AND prompt IS NOT NULL)
         USING SAMPLE 40000 ROWS""", [start, end])
-    method = ("Topics are the prompt terms that most distinguish declined runs from ok runs: the log-odds ratio "
-              "of each term's document frequency in declined vs ok prompts, with an informative Dirichlet prior "
-              "(Monroe, Colaresi & Quinn 2008, 'Fightin' Words'; prior = the term's frequency over both groups, "
-              "strength 10 × vocabulary share), ranked by its z-score. Terms in fewer than 3 declined prompts and "
-              "common English words are left out. Decline rate = declined runs whose prompt contains the term / "
-              "runs whose prompt contains the term. Add a [topics] table to the config to name topics yourself.")
+    method = ("Topics are the prompt terms that most distinguish declined runs from ok runs: for each term, the "
+              "log-odds ratio of its presence in declined vs ok prompts, with an informative prior in the spirit of "
+              "Monroe, Colaresi & Quinn (2008, 'Fightin' Words'): a Beta prior worth 10 prompts centred on the "
+              "term's overall rate (so rare terms are shrunk towards 'no difference'), ranked by the ratio's "
+              "z-score; only terms with z > 1.96 are shown. Terms in fewer than 3 declined prompts and common "
+              "English words are left out; at most 40,000 prompts are sampled. Decline rate = declined runs "
+              "whose prompt contains the term / runs whose prompt contains the term. Add a [topics] table to "
+              "the config to name topics yourself.")
     empty = pl.DataFrame(schema={"topic": pl.String, "week": pl.String, "runs": pl.Int64, "declined": pl.Int64,
                                  "z": pl.Float64})
     if docs.height == 0:
@@ -244,13 +246,15 @@ def _topics_from_terms(store: Store, start: dt.date, end: dt.date, top: int = 12
         return empty, method
     total = n_d + n_a
     rows = []
+    alpha = 10.0  # prior strength, in documents
     for term, yd, ya in counts.iter_rows():
-        a0 = 10.0
-        aw = a0 * (yd + ya) / total + 0.01
-        ld = math.log((yd + aw) / (n_d + a0 - yd - aw + 1e-9))
-        la = math.log((ya + aw) / (n_a + a0 - ya - aw + 1e-9))
-        var = 1.0 / (yd + aw) + 1.0 / (ya + aw)
-        rows.append((term, (ld - la) / math.sqrt(var)))
+        # log-odds ratio of the term's presence in declined vs ok prompts; a Beta prior centred on the term's
+        # overall rate shrinks rare terms, and +0.5 on every cell keeps all four cells positive.
+        pi = (yd + ya) / total
+        a, b = yd + alpha * pi + 0.5, n_d - yd + alpha * (1 - pi) + 0.5
+        c, d = ya + alpha * pi + 0.5, n_a - ya + alpha * (1 - pi) + 0.5
+        delta = math.log(a / b) - math.log(c / d)
+        rows.append((term, delta / math.sqrt(1 / a + 1 / b + 1 / c + 1 / d)))
     rows.sort(key=lambda r: (-r[1], r[0]))
     chosen = [r for r in rows if r[1] > 1.96][:top]
     if not chosen:
