@@ -93,6 +93,23 @@ def test_odd_but_readable_values(store: Store, tmp_path: Path) -> None:
     assert rows["big"]["n"] == len(big)
 
 
+def test_line_endings_and_edge_whitespace_do_not_change_the_record(store: Store, tmp_path: Path) -> None:
+    """LF, CR LF, stray spaces, a BOM or a missing final newline: the same record is one run, stored as written."""
+    rec = json.dumps(flat(run_id="same"))
+    other = json.dumps(flat(run_id="tabbed"))
+    raw = (b"\xef\xbb\xbf" + rec.encode() + b"\r\n" + rec.encode() + b"\n" + b"  " + rec.encode() + b" \r\n"
+           + b"\r\n" + b"   \n" + b"\t" + other.encode() + b"\t\n" + rec.encode())
+    log = tmp_path / "endings.jsonl"
+    log.write_bytes(raw)
+    res = ingest(store, [log])
+    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (7, 2, 3, 2, 0), res.as_dict()
+    raws = dict(store.rows("SELECT run_id, raw FROM runs"))
+    assert raws["same"] == rec  # no terminator, BOM or edge space kept
+    assert raws["tabbed"] == "\t" + other + "\t"  # tabs are not what SQL trim() strips: kept as written
+    offsets = [r[0] for r in store.rows("SELECT source_offset FROM runs ORDER BY source_line")]
+    assert offsets == [0, len(rec) + 3 + 2 + len(rec) + 1 + len(rec) + 5 + 2 + 4]
+
+
 def test_corrupt_gzip_is_named_and_other_files_still_ingest(store: Store, tmp_path: Path) -> None:
     good = write_jsonl(tmp_path / "good.jsonl", [flat(run_id="g")])
     bad = tmp_path / "bad.jsonl.gz"

@@ -205,7 +205,7 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
 INSERT_RUNS_SQL = f"""
 INSERT INTO runs ({_COLUMNS})
 WITH keys AS (
-  SELECT line_no, hash(trim(line)) AS h, strlen(trim(line)) AS blen FROM _final WHERE shape IS NOT NULL
+  SELECT line_no, hash(line) AS h, strlen(line) AS blen FROM _final WHERE shape IS NOT NULL
 ), firsts AS (
   SELECT min(line_no) AS line_no, h, blen FROM keys GROUP BY h, blen
 ), fresh AS (
@@ -219,13 +219,13 @@ SELECT n.rid, run_id, n.h, n.blen, shape, provider,
        reported_status, reported_source,
        try_cast(try_cast(in_tok_raw AS DOUBLE) AS BIGINT), try_cast(try_cast(out_tok_raw AS DOUBLE) AS BIGINT),
        try_cast(latency_raw AS DOUBLE), tool_calls, batch_result, custom_id, topic,
-       $file, x.line_no, byte_offset, $ingest_id, notes, trim(line)
+       $file, x.line_no, byte_offset, $ingest_id, notes, line
 FROM _final x JOIN fresh n ON n.line_no = x.line_no
 """
 
 QUARANTINE_SQL = """
 INSERT INTO quarantine
-SELECT $file, line_no, byte_offset, reason, detail, left(trim(line), $cap), nbytes, $ingest_id FROM (
+SELECT $file, line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $ingest_id FROM (
   SELECT line_no, byte_offset, nbytes, line,
     CASE WHEN too_long THEN 'line_too_long'
          WHEN kind = 'invalid' THEN 'not_json'

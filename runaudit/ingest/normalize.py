@@ -101,8 +101,8 @@ _PROMPT_FROM_REQUEST = f"""nullif(array_to_string(list_filter([
     ], lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)), '')"""
 
 # Stage 1: split blank / invalid / non-object / over-long lines from records and parse the records.
-# The reader turned newline, CR and BOM bytes into spaces, which JSON allows around a value, so lines are parsed
-# as they are (no trimmed copy of every line).
+# The reader left each line's terminator out and flagged the few lines with whitespace at an edge (a BOM, stray
+# spaces), so only those are trimmed: the stored raw line is the trimmed line, without a copy of every line.
 PARSE_SELECT = f"""
 SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired,
        CASE WHEN kind = 'object' THEN json_transform(line, '{STRUCT_SPEC}') END AS u
@@ -111,7 +111,7 @@ FROM (
            CASE WHEN repaired THEN fixed ELSE line END AS line, repaired,
            CASE WHEN too_long THEN 'too_long'
                 WHEN blank THEN 'blank'
-                WHEN ok1 OR repaired THEN (CASE WHEN starts_with(ltrim(left(line, 64)), '{{') THEN 'object'
+                WHEN ok1 OR repaired THEN (CASE WHEN starts_with(ltrim(left(line, 64), chr(32) || chr(9) || chr(10) || chr(13)), '{{') THEN 'object'
                                                 ELSE 'not_object' END)
                 ELSE 'invalid' END AS kind
     FROM (
@@ -124,9 +124,9 @@ FROM (
                            THEN regexp_replace(line, '\\\\u[dD][89a-fA-F][0-9a-fA-F]{{2}}', '\\\\ufffd', 'g')
                       END AS fixed
             FROM (
-                SELECT *, orig_len AS nbytes, strlen(line) <= 64 AND trim(line) = '' AS blank,
-                       NOT too_long AND json_valid(line) AS ok1
-                FROM _chunk
+                SELECT *, orig_len AS nbytes, line = '' AS blank, NOT too_long AND json_valid(line) AS ok1
+                -- the reader left the line terminator out and flagged lines with whitespace at an edge
+                FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(line) ELSE line END AS line) FROM _chunk)
             )
         )
     )

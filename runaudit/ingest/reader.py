@@ -2,8 +2,8 @@
 
 The file is read with ``readinto`` into one reusable buffer; line boundaries are found with numpy, and each
 window becomes an Arrow string array that points into the buffer (no per-line Python work on the fast path).
-Newline, carriage-return and byte-order-mark bytes are overwritten with spaces in the buffer so that DuckDB's
-JSON functions accept the line as is. Lines longer than ``max_line`` are streamed past (never held whole) and
+Each line's string leaves out its terminator (LF or CR LF); a byte-order mark becomes spaces, and lines with
+whitespace at an edge are flagged ``padded`` so SQL trims just those. Lines longer than ``max_line`` are streamed past (never held whole) and
 reported with their first bytes so the caller can quarantine them.
 """
 
@@ -71,33 +71,58 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
     arr = np.frombuffer(buf, dtype=np.uint8, count=cut)
     nl = np.flatnonzero(arr == 10)
     if bom:
-        arr[0:3] = 32
-    # CR before LF and the LF itself become spaces: JSON allows trailing whitespace, DuckDB's parser doesn't
-    # accept a bare CR there.
-    if len(nl):
-        cr = nl[(nl > 0)]
-        cr = cr[arr[cr - 1] == 13] - 1
-        arr[cr] = 32
-        arr[nl] = 32
+        arr[0:3] = 32  # JSON allows leading whitespace; the flag below has the line trimmed
     ends = nl + 1
     if len(ends) == 0 or ends[-1] != cut:
         ends = np.append(ends, cut)
     n = len(ends)
-    offs = np.empty(n + 1, dtype=np.int32)
+    offs = np.empty(n + 1, dtype=np.int64)
     offs[0] = 0
     offs[1:] = ends
-    data = pa.py_buffer(memoryview(buf)[:cut])
-    strings = pa.StringArray.from_buffers(n, pa.py_buffer(offs), data)
+    orig_len = np.diff(offs)
+    # The line terminator (LF, or CR LF) is left out of each line's string: the bytes of the window are packed
+    # without them, so a line is stored exactly as written and needs no trimmed copy.
+    term = np.zeros(n, dtype=np.int64)
+    if len(nl):
+        crlf = nl[(nl > 0)]
+        crlf = crlf[arr[crlf - 1] == 13]
+        # nl[i] ends line i (the window is cut after a newline, except an unterminated last line)
+        term[: len(nl)] = 1
+        term[np.searchsorted(nl, crlf)] += 1
+        # A JSON line holds no raw LF, so every LF (and the CR just before one) is a terminator: bytes.replace
+        # packs the window at memcpy speed.
+        raw = bytes(memoryview(buf)[:cut])
+        if len(crlf):
+            raw = raw.replace(b"\r\n", b"")
+        packed = np.frombuffer(raw.replace(b"\n", b""), dtype=np.uint8)
+    else:
+        packed = arr
+    lens = orig_len - term
+    noffs = np.empty(n + 1, dtype=np.int32)
+    noffs[0] = 0
+    np.cumsum(lens, out=noffs[1:])
+    # padded: the first or last byte could be whitespace that SQL trim() removes (it strips spaces and Unicode
+    # spaces; every byte <= 32 or >= 128 is flagged, a superset), so only those lines are trimmed.
+    nonempty = lens > 0
+    first = np.zeros(n, dtype=np.uint8)
+    last = np.zeros(n, dtype=np.uint8)
+    if len(packed):
+        first[nonempty] = packed[noffs[:-1][nonempty]]
+        last[nonempty] = packed[noffs[1:][nonempty] - 1]
+    padded = nonempty & ((first <= 32) | (first >= 128) | (last <= 32) | (last >= 128))
+    data = pa.py_buffer(packed)
+    assert len(packed) == int(noffs[-1])
+    strings = pa.StringArray.from_buffers(n, pa.py_buffer(noffs), data)
     bad = None
     try:
         strings.validate(full=True)
     except pa.ArrowInvalid:
         # Slow path, only for windows holding invalid UTF-8: decode line by line, replacing bad bytes.
-        raw = bytes(memoryview(buf)[:cut])
+        raw = packed.tobytes()
         texts: list[str] = []
         flags: list[bool] = []
         for i in range(n):
-            seg = raw[offs[i]:offs[i + 1]]
+            seg = raw[noffs[i]:noffs[i + 1]]
             try:
                 texts.append(seg.decode("utf-8"))
                 flags.append(False)
@@ -108,11 +133,12 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         bad = pa.array(flags, type=pa.bool_())
     table = pa.table({
         "line_no": pa.array(np.arange(line0 + 1, line0 + 1 + n, dtype=np.int64)),
-        "byte_offset": pa.array(base + offs[:-1].astype(np.int64)),
+        "byte_offset": pa.array(base + offs[:-1]),
         "line": strings,
         "bad_utf8": bad if bad is not None else pa.nulls(n, pa.bool_()).fill_null(False),
-        "too_long": pa.array(np.diff(offs) > max_line),
-        "orig_len": pa.array(np.diff(offs).astype(np.int64)),
+        "too_long": pa.array(orig_len > max_line),
+        "orig_len": pa.array(orig_len),
+        "padded": pa.array(padded),
     })
     # several record batches, so that DuckDB scans the window on every core
     return pa.Table.from_batches(table.to_batches(max_chunksize=2048)), n
@@ -126,6 +152,7 @@ def _too_long_table(first: bytes, line_no: int, offset: int, length: int) -> pa.
         "bad_utf8": pa.array([False]),
         "too_long": pa.array([True]),
         "orig_len": pa.array([length], pa.int64()),
+        "padded": pa.array([True]),
     })
 
 
