@@ -22,14 +22,14 @@ from runaudit.rules.done import done_failures_sql
 from runaudit.rules.outcome import RULES
 from runaudit.rules.refusal import DETECTOR_VERSION, score_sql
 from runaudit.store import Store
+from runaudit.store.schema import IDEM_KEY_SQL
 
 KEEP_RULESETS = 2
-_IDEM = "left(sha256(coalesce(task_id, '') || chr(10) || coalesce(prompt, '')), 16)"
 
 
 def idem_key_sql(task: str = "task_id", prompt: str = "prompt") -> str:
     """SQL for the review idempotency key: first 16 hex of sha256(f"{task_id}\\n{prompt}")."""
-    return f"left(sha256(coalesce({task}, '') || chr(10) || coalesce({prompt}, '')), 16)"
+    return IDEM_KEY_SQL.format(task=task, prompt=prompt)
 
 
 def ruleset_hash(cfg: Config) -> str:
@@ -58,10 +58,21 @@ def _compile(cfg: Config) -> tuple[str, list[Any], str, list[Any]]:
     return case, params, meta_rows, sub
 
 
-_CUE_FREE_LEN = 900
+# Columns every rule may read; the text columns are added only where they are needed (see _classify_sql).
+_BASE_COLS = """r.rid, r.task_id, r.http_status AS hs,
+       lower(coalesce(r.error_type, '')) AS et, lower(coalesce(r.error_message, '')) AS em,
+       r.stop_reason, r.stop_reason_raw, r.refusal_text, r.refusal_category, r.block_reason,
+       r.batch_result, r.shape, r.provider, r.tool_calls, r.reported_status, r.idem_key, r.text_chars,
+       r.text_blank AS blank_text, j.verdict AS judge,
+       coalesce(r.error_type, '') <> '' OR coalesce(r.error_message, '') <> ''
+           OR coalesce(r.http_status NOT BETWEEN 200 AND 299, false) OR r.batch_result IS NOT NULL AS has_err"""
+_JUDGE_JOIN = """LEFT JOIN (SELECT jr.rid, arg_max(jv.verdict, jv.judged_at) AS verdict
+                   FROM judge_runs jr JOIN judge_verdicts jv USING (content_hash)
+                   WHERE jv.verdict IN ('refusal', 'partial', 'compliance') GROUP BY jr.rid) j ON j.rid = r.rid"""
+_PREV = "(SELECT rid, refusal_score AS prev_score FROM classifications WHERE ruleset = $prev)"
 
 
-def _classify_sql(cfg: Config, reuse: bool) -> tuple[str, list[Any]]:
+def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, list[Any]]:
     case, case_params, meta_rows, sub = _compile(cfg)
     done = done_failures_sql(cfg)
     score = score_sql("response_text", "prompt")
@@ -69,32 +80,34 @@ def _classify_sql(cfg: Config, reuse: bool) -> tuple[str, list[Any]]:
     # lazily on the rows that reach it.
     score_expr = f"""CASE WHEN blank_text THEN NULL
         WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
-        WHEN prev_score IS NOT NULL THEN prev_score
         ELSE {score} END"""
-    prev_join = ("LEFT JOIN (SELECT rid, refusal_score AS prev_score FROM classifications WHERE ruleset = $prev) pc "
-                 "USING (rid)") if reuse else ""
-    prev_col = "pc.prev_score" if reuse else "NULL::DOUBLE AS prev_score"
+    # The score depends only on the run, so a rule change reuses the previous ruleset's scores. Those runs are
+    # read in a scan of their own that leaves out the prompt, and the reply too unless a done-condition reads
+    # it: decompressing the text columns is most of the cost of a reclassification.
+    text_col = "r.response_text" if "response_text" in done.sql else "NULL::VARCHAR AS response_text"
+    fresh_from, fresh_where, reused = "runs r", "r.rid > $after", ""
+    if reuse:
+        if prefix:
+            # The previous ruleset covers every run up to $prev_max: a range on rid splits the two scans, and
+            # the fresh one skips whole row groups by their min/max statistics.
+            fresh_where = "r.rid > greatest($after, $prev_max)"
+            reused_where = "r.rid > $after AND r.rid <= $prev_max"
+        else:
+            fresh_from = f"runs r ANTI JOIN {_PREV} pc ON pc.rid = r.rid"
+            reused_where = "r.rid > $after"
+        reused = f"""
+        UNION ALL BY NAME
+        SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score
+        FROM runs r JOIN {_PREV} pc ON pc.rid = r.rid {_JUDGE_JOIN}
+        WHERE {reused_where}"""
     sql = f"""
     INSERT INTO classifications
-    WITH base AS (
-        SELECT r.rid, r.task_id, r.prompt, r.response_text, r.http_status AS hs,
-               lower(coalesce(r.error_type, '')) AS et, lower(coalesce(r.error_message, '')) AS em,
-               r.stop_reason, r.stop_reason_raw, r.refusal_text, r.refusal_category, r.block_reason,
-               r.batch_result, r.shape, r.provider, r.tool_calls, r.reported_status,
-               {prev_col if reuse else 'NULL::DOUBLE AS prev_score'},
-               j.verdict AS judge,
-               r.response_text IS NULL OR (strlen(r.response_text) < 256 AND trim(r.response_text) = '')
-                   AS blank_text,
-               coalesce(r.error_type, '') <> '' OR coalesce(r.error_message, '') <> ''
-                   OR coalesce(r.http_status NOT BETWEEN 200 AND 299, false) OR r.batch_result IS NOT NULL AS has_err
-        FROM runs r
-        {prev_join.replace('USING (rid)', 'ON pc.rid = r.rid') if reuse else ''}
-        LEFT JOIN (SELECT jr.rid, arg_max(jv.verdict, jv.judged_at) AS verdict
-                   FROM judge_runs jr JOIN judge_verdicts jv USING (content_hash)
-                   WHERE jv.verdict IN ('refusal', 'partial', 'compliance') GROUP BY jr.rid) j ON j.rid = r.rid
-        WHERE r.rid > $after
+    WITH fresh AS (
+        SELECT {_BASE_COLS}, r.prompt, r.response_text
+        FROM {fresh_from} {_JUDGE_JOIN}
+        WHERE {fresh_where}
     ), scored AS (
-        SELECT *, {score_expr} AS refusal_score FROM base
+        SELECT * EXCLUDE (prompt), {score_expr} AS refusal_score FROM fresh{reused}
     ), dn AS (
         SELECT *, {done.sql} AS done_failures FROM scored
     ), d AS (
@@ -105,7 +118,7 @@ def _classify_sql(cfg: Config, reuse: bool) -> tuple[str, list[Any]]:
            CASE WHEN d.reported_status IS NOT NULL
                 THEN list_contains($words, lower(trim(d.reported_status)))
                 ELSE (d.hs BETWEEN 200 AND 299) OR (d.hs IS NULL AND d.et = '' AND d.em = '') END,
-           CASE WHEN m.outcome IN ('declined', 'degraded') THEN {idem_key_sql()} END
+           CASE WHEN m.outcome IN ('declined', 'degraded') THEN d.idem_key END
     FROM d JOIN (VALUES {meta_rows}) m(code, outcome, signal, retryable) ON m.code = d.rule_code
     """
     named: list[Any] = list(done.params) + case_params
@@ -155,11 +168,18 @@ def classify(store: Store, cfg: Config, *, force: bool = False) -> ClassifyResul
             after = 0
         else:
             after = int(store.scalar("SELECT coalesce(max(rid), 0) FROM classifications WHERE ruleset = ?", [rs]))
-        sql, params = _classify_sql(cfg, reuse)
-        p = dict(params[0])
-        p.update({"ruleset": rs, "after": after, "words": list(cfg.success_words)})
+        prefix = False
+        p: dict[str, Any] = {"ruleset": rs, "after": after, "words": list(cfg.success_words)}
         if reuse:
             p["prev"] = prev
+            # Does the previous ruleset hold exactly the runs with rid <= its highest rid (the usual case)?
+            n_prev, prev_max = store.rows("SELECT count(*), coalesce(max(rid), 0) FROM classifications "
+                                          "WHERE ruleset = ?", [prev])[0]
+            prefix = n_prev == store.scalar("SELECT count(*) FROM runs WHERE rid <= ?", [prev_max])
+            if prefix:
+                p["prev_max"] = prev_max
+        sql, params = _classify_sql(cfg, reuse, prefix)
+        p.update(params[0])
         before = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs]))
         store.execute(sql, p)
         n = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs])) - before

@@ -72,3 +72,39 @@ def test_sample_logs_cover_every_outcome(sample_store: Store) -> None:
     s = summary(sample_store)
     assert all(v > 0 for v in s["outcomes"].values()), s
     assert s["false_success"] > 0 and s["quarantined"] >= 2
+
+
+def test_reused_scores_give_the_same_classification_as_a_full_pass(sample_store: Store, tmp_path: Path) -> None:
+    """A rule change reads reused scores and stored run facts instead of the text; the result must not differ."""
+    late = write_jsonl(tmp_path / "late.jsonl", [
+        flat(run_id="late-refusal", text="I'm sorry, but I can't help with that request."),
+        flat(run_id="late-ok", text="## Summary\nRevenue grew 4% week over week on steady order volume."),
+    ])
+    ingest(sample_store, [late])  # ingested after the last classification: no score to reuse
+    cols = "rid, outcome, sub_reason, signal, rule_code, retryable, refusal_score, done_failures, " \
+           "reported_success, idem_key"
+
+    def check(cfg2: Config) -> None:
+        r = classify(sample_store, cfg2)
+        assert r.reused_scores and r.full
+        reused = sample_store.query(f"SELECT {cols} FROM classifications WHERE ruleset = ? ORDER BY rid",
+                                    [r.ruleset])
+        classify(sample_store, cfg2, force=True)
+        full = sample_store.query(f"SELECT {cols} FROM classifications WHERE ruleset = ? ORDER BY rid",
+                                  [r.ruleset])
+        assert reused.height == full.height == sample_store.scalar("SELECT count(*) FROM runs")
+        assert reused.equals(full)
+        late_rows = dict(sample_store.rows(
+            "SELECT r.run_id, c.outcome FROM runs r JOIN classifications c USING (rid) "
+            "WHERE c.ruleset = ? AND r.run_id LIKE 'late-%'", [r.ruleset]))
+        assert late_rows["late-refusal"] == "declined"
+
+    for cfg2 in (parse_config({"done": {"min_chars": 120, "max_chars": 5000}}),
+                 parse_config({"done": {"must_match": ["(?i)summary|total|\\{"], "min_headings": 0}}),
+                 parse_config({"classify": {"refusal_threshold": 0.6}})):
+        check(cfg2)
+    # A previous ruleset with a gap (runaudit does not make one, but a user's SQL could) is not a prefix of the
+    # runs: the split falls back to an anti-join and still scores the missing run.
+    sample_store.execute("DELETE FROM classifications WHERE ruleset = (SELECT value FROM meta WHERE key = "
+                         "'current_ruleset') AND rid = (SELECT min(rid) FROM runs)")
+    check(parse_config({"done": {"min_chars": 60}}))

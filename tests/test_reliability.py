@@ -5,6 +5,7 @@ Each test here is named in docs/reliability.md next to the fault it proves runau
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -153,13 +154,22 @@ def test_migrations_from_the_first_released_schema(tmp_path: Path) -> None:
     name, fn = MIGRATIONS[0]
     fn(con)
     con.execute("INSERT INTO _runaudit_migrations VALUES (1, ?, now()::TIMESTAMP)", [name])
+    # runs stored by the first schema: later migrations backfill what they derive from them
+    con.execute("INSERT INTO runs (rid, record_hash, record_bytes, task_id, prompt, response_text, http_status) "
+                "VALUES (1, 1, 10, 'digest', 'Summarise this', 'Done: café', 200), "
+                "(2, 2, 10, 'digest', NULL, '   ', 200), (3, 3, 10, 'x', 'p', NULL, 503)")
     con.close()
-    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1")])
+    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="new")])
     with Store.open(p) as s:
         assert s.scalar("SELECT count(*) FROM _runaudit_migrations") == len(MIGRATIONS)
+        facts = s.rows("SELECT rid, idem_key, text_chars, text_blank FROM runs ORDER BY rid")
+        assert facts == [(1, hashlib.sha256(b"digest\nSummarise this").hexdigest()[:16], 10, False),
+                         (2, hashlib.sha256(b"digest\n").hexdigest()[:16], 3, True),
+                         (3, hashlib.sha256(b"x\np").hexdigest()[:16], None, True)]
         ingest(s, [log])
         classify(s, Config())
-        assert s.scalar("SELECT count(*) FROM audit_runs") == 1
+        assert s.scalar("SELECT count(*) FROM audit_runs") == 4
+        assert s.scalar("SELECT outcome FROM audit_runs WHERE rid = 3") == "infra_error"
 
 
 # -- crashes and concurrency (real subprocesses) -------------------------------------------------------------

@@ -15,7 +15,7 @@ EXPECTED_RUNS = [
     "prompt", "response_text", "http_status", "stop_reason", "stop_reason_raw", "error_type", "error_message",
     "refusal_text", "refusal_category", "block_reason", "reported_status", "reported_source", "input_tokens",
     "output_tokens", "latency_ms", "tool_calls", "batch_result", "custom_id", "topic", "source_file",
-    "source_line", "source_offset", "ingest_id", "notes", "raw",
+    "source_line", "source_offset", "ingest_id", "notes", "raw", "idem_key", "text_chars", "text_blank",
 ]
 
 
@@ -61,3 +61,4 @@ def test_foreign_duckdb_file_is_refused(tmp_path: Path) -> None:
 def test_read_only_needs_an_existing_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no runaudit database"):
         Store.open(tmp_path / "missing.duckdb", read_only=True)
+

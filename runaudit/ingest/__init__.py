@@ -24,6 +24,7 @@ from runaudit.errors import InputFormatError
 from runaudit.ingest.normalize import PARSE_SELECT, STOP_REASON_CASE, build_record_sql, build_shape_sql
 from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log
 from runaudit.store import Store
+from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 ProgressFn = Callable[[int, str], None]
@@ -115,7 +116,7 @@ _COLUMNS = ("rid, run_id, record_hash, record_bytes, shape, provider, task_id, t
             "response_text, http_status, stop_reason, stop_reason_raw, error_type, error_message, refusal_text, "
             "refusal_category, block_reason, reported_status, reported_source, input_tokens, output_tokens, "
             "latency_ms, tool_calls, batch_result, custom_id, topic, source_file, source_line, source_offset, "
-            "ingest_id, notes, raw")
+            "ingest_id, notes, raw, idem_key, text_chars, text_blank")
 
 _TS_PARSE = """CASE
   WHEN {x} IS NULL THEN NULL
@@ -219,7 +220,9 @@ SELECT n.rid, run_id, n.h, n.blen, shape, provider,
        reported_status, reported_source,
        try_cast(try_cast(in_tok_raw AS DOUBLE) AS BIGINT), try_cast(try_cast(out_tok_raw AS DOUBLE) AS BIGINT),
        try_cast(latency_raw AS DOUBLE), tool_calls, batch_result, custom_id, topic,
-       $file, x.line_no, byte_offset, $ingest_id, notes, line
+       $file, x.line_no, byte_offset, $ingest_id, notes, line,
+       {IDEM_KEY_SQL.format(task="coalesce(task_id, 'unknown')", prompt="prompt")},
+       {TEXT_CHARS_SQL.format(text="response_text")}, {TEXT_BLANK_SQL.format(text="response_text")}
 FROM _final x JOIN fresh n ON n.line_no = x.line_no
 """
 

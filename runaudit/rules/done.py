@@ -92,10 +92,10 @@ def done_failures_sql(cfg: Config) -> Compiled:
             v = spec.rules[rule.key]
             cond_params: list[Any] = []
             if rule.key == "min_chars":
-                cond = "length(coalesce(response_text, '')) < $?"
+                cond = "coalesce(text_chars, 0) < $?"
                 cond_params.append(v)
             elif rule.key == "max_chars":
-                cond = "length(coalesce(response_text, '')) > $?"
+                cond = "coalesce(text_chars, 0) > $?"
                 cond_params.append(v)
             elif rule.key == "min_headings":
                 cond = "len(regexp_extract_all(coalesce(response_text, ''), '(?m)^#{1,6}\\s+\\S')) < $?"

@@ -104,4 +104,22 @@ def m002_audit_view(con: Any) -> None:
     con.execute(AUDIT_VIEW_SQL)
 
 
+# Per-run facts derived from the stored text at ingest, so that reclassification after a rule change need not
+# read (and decompress) the prompt and response columns: the review key, the reply's length, whether it is blank.
+IDEM_KEY_SQL = "left(sha256(coalesce({task}, '') || chr(10) || coalesce({prompt}, '')), 16)"
+TEXT_CHARS_SQL = "length({text})"
+TEXT_BLANK_SQL = "({text} IS NULL OR (strlen({text}) < 256 AND trim({text}) = ''))"
+
+
+@migration
+def m003_run_facts(con: Any) -> None:
+    """runs.idem_key, runs.text_chars, runs.text_blank: derived at ingest (backfilled here)."""
+    con.execute("ALTER TABLE runs ADD COLUMN idem_key VARCHAR")
+    con.execute("ALTER TABLE runs ADD COLUMN text_chars BIGINT")
+    con.execute("ALTER TABLE runs ADD COLUMN text_blank BOOLEAN")
+    con.execute(f"UPDATE runs SET idem_key = {IDEM_KEY_SQL.format(task='task_id', prompt='prompt')}, "
+                f"text_chars = {TEXT_CHARS_SQL.format(text='response_text')}, "
+                f"text_blank = {TEXT_BLANK_SQL.format(text='response_text')}")
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
