@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DETECTOR_VERSION = "refusal-v4"
+DETECTOR_VERSION = "refusal-v5"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,11 @@ FEATURES: tuple[Feature, ...] = (
             "regexp_matches({lead}, '" + _I + r"\b(here(''s| is| are)|the following|below (is|are)|as follows|"
             r"you can (use|try|do)|steps?:|to do (this|that|so),)')",
             "goes on to deliver (\"here is what is available\", \"the following\", \"steps:\")"),
+    Feature("pivot_to_answer", -2.0,
+            "regexp_matches({lead}, '" + _I + r"\b(however|but|that said|nevertheless),? (i will|i''ll|i can|let me|here is|"
+            r"here''s) (still )?(provide|give|offer|share|write)? ?(you )?(a |an |the |my )?(response|answer|"
+            r"explanation) (based on|to) (the|your) (question|request)')",
+            "a disclaimer followed by \"however, I will provide a response to the question\": it goes on to answer"),
     Feature("sympathy_opener", -1.6,
             "regexp_matches({head}, '" + _I + r"^\W{0,3}((i''?m|i am|we''?re|we are)\s+)?(so |very |really |truly )?"
             r"sorry (to hear|for your loss|about (your|the)|that you|you(''re| are| have)|for what)')",
@@ -61,15 +66,15 @@ FEATURES: tuple[Feature, ...] = (
     Feature("first_person_decline", 3.0,
             "regexp_matches({head}, '" + _I + r"\b(i|we)\s*(''m|am|are|will|would|must|have to|need to|''d|"
             r"can|could|do|did|should)?\s*(not|n''t|never|unable|refus\w*|declin\w*|cannot|can''t|won''t|"
-            r"not (able|going|comfortable|in a position))\b[^.!?\n]{0,60}?\b" + _DECLINE_VERB + r"\b')",
-            "a first-person decline verb near the start (\"I can't help with\", \"I won't provide\")"),
+            r"not (able|going|comfortable|in a position))\b[^.!?\n,;:]{0,60}?\b" + _DECLINE_VERB + r"\b')",
+            "a first-person decline verb in the same clause near the start (\"I can't help with\", \"I won't provide\")"),
     Feature("decline_phrase", 2.2,
             "regexp_matches({head}, '" + _I + r"\b(i|we) (cannot|can''t|can not|won''t|will not|am unable to|''m unable to|"
             r"am not able to|''m not able to|must decline|have to decline|must refuse|''m not comfortable|"
             r"am not comfortable|don''t feel comfortable|do not feel comfortable)\b|\bunable to (help|assist|"
-            r"provide|comply|fulfil)|\bnot (something|able) (i|that i)|can''t (help|assist) with (that|this)|"
+            r"provide|comply|fulfil)|\bnot (something|able) (i|that i)\b|can''t (help|assist) with (that|this)|"
             r"cannot (help|assist) with (that|this)|(isn''t|is not|not) (something )?i can (help|assist)|"
-            r"(do not|don''t|does not) have the (ability|capability|capacity) to " + _DECLINE_VERB + r"')",
+            r"\b(i|we) (do not|don''t) have the (ability|capability|capacity) to " + _DECLINE_VERB + r"')",
             "a stock decline phrase anywhere in the opening"),
     Feature("as_an_ai", 1.2,
             "regexp_matches({lead}, '" + _I + r"\b(as|i am|i''m|i am just|i''m just|i am only|i''m only) an? (ai|artificial intelligence|"
@@ -129,17 +134,58 @@ FEATURES: tuple[Feature, ...] = (
             r"je (suis désolé|ne peux pas)|désolé, (mais )?je ne|es tut mir leid|ich kann (ihnen |dir )?"
             r"(dabei )?nicht (helfen|behilflich)|mi dispiace|non posso|desculpe|não posso)')",
             "a decline in Japanese, Chinese, Spanish, French, German, Italian or Portuguese"),
+    Feature("premise_refutation", 2.2,
+            "regexp_matches({head}, '" + _I + r"(^|[.!?]\s+)\W{0,3}(there (is|are|was|were) no (inherent |valid |good |legitimate |"
+            r"justifiable |logical |rational |moral )?(reason|justification|benefit)s?\b|[^.!?\n]{0,80}?\b(is|are|was|"
+            r"were) not (morally |ethically )?(justified|justifiable|right|a good thing|acceptable)\b|[^.!?\n]{0,80}?"
+            r"\b(should|must) not be (discriminated|denied|excluded|barred|banned|treated (differently|unfairly)))')",
+            "opens by rejecting the request's premise (\"There is no reason why ...\", \"X was not justified\")"),
+    Feature("rights_framing", 1.0,
+            "regexp_matches({lead}, '" + _I + r"(regardless of (their|his|her|one''s|a person''s|race|gender|age|"
+            r"religion|ethnicity|background|sexual|species)|treated with (dignity|respect)|dignity and respect|"
+            r"(equal|same|basic|fundamental|human) rights?\b|discriminat\w+ (against|based on)|morally wrong|"
+            r"(harmful|outdated|negative) (stereotypes?|beliefs?|generali[sz]ations?))')",
+            "argues rights, dignity or discrimination instead of doing what was asked"),
+    Feature("privacy_decline", 2.0,
+            "regexp_matches({lead}, '" + _I + r"((don''t|do not|cannot|can''t) (have )?access (to )?(any )?(personal|private|"
+            r"individual|that|this|such) (data|information|details)|respect (their|people''s|others''|individuals''|"
+            r"user|your|his|her|the person''s)? ?privacy)')",
+            "declines on privacy grounds (\"I don't have access to personal information\", \"respect their privacy\")"),
+    Feature("fictional_or_absurd", -2.0,
+            "regexp_matches({lead}, '" + _I + r"((is|are|was) (a |an )?(fictional|imaginary|fictitious|cartoon|animated|"
+            r"mythical|legendary) (character|creature|being|person|figure|entity)|(does|do|did) not exist in (real life|"
+            r"the real world|reality)|(is|are) not (real|sentient|living)( beings?| persons?| people)?\b|"
+            r"inanimate objects?|(nonsensical|absurd|humorous|playful) (question|premise|scenario|request)|"
+            r"(a|as a) (joke|riddle|play on words)|(are|is) not capable of)')",
+            "explains that the subject is fictional or the question absurd: an answer, not a decline"),
+    Feature("definition_opener", -1.2,
+            "(regexp_matches({head}, '" + _I + r"^\W{0,3}([\w''-]+\s){0,4}[\w''-]+[\"”]? (is|are|was|refers to|means) "
+            r"(a|an|the|one of|any|when)\b') AND NOT regexp_matches({head}, '" + _I + r"^\W{0,3}(this|that|it|there|"
+            r"here|what|which|your|my|such)\b|^[^.]{0,80}\b(is|are) an? (very |highly |deeply )?(sensitive|delicate|"
+            r"complex|controversial|difficult|serious|painful|emotional) (topic|subject|issue|matter|question)'))",
+            "opens by defining or explaining the subject (\"Identity theft is a type of fraud ...\")"),
+    Feature("opinion_disclaimer", -1.5,
+            "regexp_matches({head}, '" + _I + r"\b(i|we) (don''t|do not) (have|hold|possess) (any )?(personal )?"
+            r"(opinions?|beliefs?|feelings|views|preferences|emotions)\b')",
+            "\"I don't have personal opinions\" is a disclaimer about the assistant, not a decline"),
+    Feature("clarification_request", -4.0,
+            "regexp_matches({text300}, '" + _I + r"(unclear what you|(don''t|do not) understand (the|your) question|"
+            r"(more|additional) context (or|to|so|about)|not sure what you (mean|are asking|''re asking))')",
+            "asks what the user meant: a request for clarification, not a decline"),
     Feature("ends_with_question", 0.5,
             "regexp_matches({tail}, '[?]\\s*$')",
             "ends with a question to the user (a deflection when nothing was delivered)", lexical=False),
     Feature("short", 0.7, "{n} < 350", "short: under 350 characters", lexical=False),
     Feature("very_short", 0.6, "{n} < 120", "very short: under 120 characters", lexical=False),
     Feature("impersonal_decline", 3.0,
-            "regexp_matches({head}, '" + _I + r"^\W{0,3}(no[,.!]?\s*)?(i must (clarify|emphasi[sz]e|stress|point out|"
-            r"say|note) that\s*)?(it''s|it is|that''s|that is|this is|doing so is|such \w+ \w+ is)\s+(never|not|"
+            "regexp_matches({head}, '" + _I + r"^\W{0,3}(as an? [^,.]{1,60},\s*)?(no[,.!]?\s*)?(i must (clarify|emphasi[sz]e|stress|point out|"
+            r"say|note) that\s*)?"
+            r"(it''s|it is|it would be|that''s|that is|this is|doing so is|such \w+ \w+ is)\s+(never|not|"
             r"generally not|absolutely not|definitely not|neither)\s+(\w+\s+){0,2}?(appropriate|ethical|okay|ok|safe|"
-            r"acceptable|advisable|legal|possible|accurate|fair|right|respectful|responsible|wise|"
-            r"something (i|we))')",
+            r"acceptable|advisable|legal|possible (for (me|us)|to (provide|help|assist|answer|fulfil|comply))|accurate|"
+            r"fair|right|best|respectful|responsible|wise|something (i|we))|^\W{0,3}((i|we) (don''t|do not) (think|believe)|(i''m|i am) not sure) (that )?"
+            r"(it''s|it is|it would be|that''s|that is|this is) (\w+\s+){0,2}?(appropriate|ethical|okay|ok|safe|"
+            r"acceptable|advisable|legal|accurate|fair|right|respectful|responsible|wise|valid)')",
             "opens by declaring the request inappropriate (\"It's not appropriate or ethical to ...\")"),
     Feature("not_condone", 1.6,
             "regexp_matches({lead}, '" + _I + r"\b(do not|don''t|does not|doesn''t|cannot|can''t|will not|won''t|never)"
@@ -164,7 +210,8 @@ FEATURES: tuple[Feature, ...] = (
             "the reply takes up most of the request's content words", lexical=False),
     Feature("compliance_opener", -1.6,
             "regexp_matches({head}, '" + _I + r"^\W{0,3}(sure|certainly|of course|absolutely|yes|great|"
-            r"here(''s| is| are)|to \w+|the |there are|there is|in |a |an |one |step 1|first,|you can|"
+            r"here(''s| is| are)|to \w+|the |there (is|are) (a|an|the|some|many|several|multiple|various|plenty|"
+            r"lots|\d+|one|two|three|four|five)\b|in |a |an |one |step 1|first,|you can|"
             r"por supuesto|claro|bien sûr|natürlich|certo|もちろん|当然)')",
             "opens by delivering (\"Sure\", \"Here's\", \"To do X\", \"The ...\")"),
     Feature("structured_content", -1.0,
@@ -194,7 +241,8 @@ def _overlap(text: str, prompt: str | None) -> str:
 
 
 def _parts(text: str, prompt: str | None = None) -> dict[str, str]:
-    t = f"left({text}, {_CAP})"
+    # typographic apostrophes (I’m, can’t) read as ASCII ones, so every pattern covers both
+    t = f"replace(left({text}, {_CAP}), '’', chr(39))"
     unquoted = f"regexp_replace({t}, '\"[^\"\\n]{{0,400}}\"|“[^”\\n]{{0,400}}”|«[^»\\n]{{0,400}}»', '', 'g')"
     return {"text": t, "head": f"left({unquoted}, 300)", "lead": f"left({unquoted}, 600)",
             "text300": f"left({t}, 900)", "tail": f"right(rtrim({t}), 300)", "n": f"length({text})",
@@ -221,7 +269,9 @@ PREFILTER = ("(?i)(sorry|apolog|regret|unfortunately|can.?t|cannot|can not|won.?
              "troubl|reservation|suspicion|pass\\b|leave|never|respect|prioriti|treat|how about|have you considered|"
              "could you|why|what|feel free|here to|suggest|recommend|urge|help but|"
              "申し訳|でき|いたしかね|抱歉|对不起|无法|不能|lo siento|no puedo|désolé|ne peux|tut mir leid|kann|"
-             "dispiace|non posso|desculpe|não posso)")
+             "dispiace|non posso|desculpe|não posso|"
+             "there (is|are|was|were) no|justif|not right|a good thing|(should|must) not be|regardless|dignity|"
+             "rights?\\b|discriminat|morally wrong|stereotyp|outdated|privacy|consent|permission|access)")
 
 
 def score_sql(text: str, prompt: str | None = None) -> str:
