@@ -41,7 +41,9 @@ class Feature:
 _I = "(?i)"
 _DECLINE_VERB = (r"(help|assist|provide|fulfil+|comply|support|engage|create|generate|write|share|give|do|"
                  r"answer|offer|participate|produce|recommend|discuss|continue|complete|facilitate|encourage|"
-                 r"promote|condone|endorse|describe|explain|tell|list|go into|draft|make|be of|advise|aid)")
+                 r"promote|condone|endorse|describe|explain|tell|list|go into|draft|make|be of|advise|aid|helping|assisting|"
+                 r"providing|writing|creating|generating|sharing|giving|doing|answering|offering|producing|"
+                 r"discussing|making|drafting)")
 FEATURES: tuple[Feature, ...] = (
     Feature("apology_opener", 1.6,
             "regexp_matches({head}, '" + _I + r"^\W{0,3}((i''?m|i am|we''?re|we are)\s+)?(so |very |really |truly )?"
@@ -70,7 +72,8 @@ FEATURES: tuple[Feature, ...] = (
             "a first-person decline verb in the same clause near the start (\"I can't help with\", \"I won't provide\")"),
     Feature("decline_phrase", 2.2,
             "regexp_matches({head}, '" + _I + r"\b(i|we) (cannot|can''t|can not|won''t|will not|am unable to|''m unable to|"
-            r"am not able to|''m not able to|must decline|have to decline|must refuse|''m not comfortable|"
+            r"am not able to|''m not able to|must decline|have to decline|must refuse|(must|will|have to|need to) refrain from|"
+            r"''m not comfortable|"
             r"am not comfortable|don''t feel comfortable|do not feel comfortable)\b|\bunable to (help|assist|"
             r"provide|comply|fulfil)|\bnot (something|able) (i|that i)\b|can''t (help|assist) with (that|this)|"
             r"cannot (help|assist) with (that|this)|(isn''t|is not|not) (something )?i can (help|assist)|"
@@ -82,7 +85,7 @@ FEATURES: tuple[Feature, ...] = (
             "\"As an AI / language model\" in the opening"),
     Feature("policy_framing", 1.3,
             "regexp_matches({lead}, '" + _I + r"(against (my|the|our|openai''s|anthropic''s) (guidelines|policies|"
-            r"policy|principles|programming|values|terms)|violat\w* (the |my |our |content |usage )?"
+            r"policy|principles|programming|values|terms)|violat\w* (the |my |our |this )?(content |usage |acceptable use )?"
             r"(policy|policies|guidelines|terms|law)|(not|never) (appropriate|ethical|legal|okay|ok) (to|for)|"
             r"(unethical|illegal|harmful|dangerous|inappropriate|unsafe) (and|or|to|activities|activity|"
             r"content|behavio)|promot\w* (violence|harm|hate|illegal|discrimination)|"
@@ -134,6 +137,15 @@ FEATURES: tuple[Feature, ...] = (
             r"je (suis désolé|ne peux pas)|désolé, (mais )?je ne|es tut mir leid|ich kann (ihnen |dir )?"
             r"(dabei )?nicht (helfen|behilflich)|mi dispiace|non posso|desculpe|não posso)')",
             "a decline in Japanese, Chinese, Spanish, French, German, Italian or Portuguese"),
+    Feature("crisis_support", 1.5,
+            "regexp_matches({text300}, '" + _I + r"(you(''re| are) not alone|people (in your life )?who care about you|"
+            r"(talk|speak|reach out) to (your )?(close )?(friends|family|someone you trust|a trusted)|"
+            r"(crisis|suicide|prevention) (line|hotline|lifeline|helpline))')",
+            "a crisis-support reply addressed to the user (\"you're not alone\", \"talk to someone you trust\")"),
+    Feature("acknowledge_then_but", 1.0,
+            "regexp_matches({head}, '" + _I + r"^\W{0,3}(i|we) (understand|appreciate|see|recogni[sz]e|hear|respect) "
+            r"(your|that|the|how|why|where)[^.!?]{0,120}[.!,;]\s*(however|but|that said|nevertheless|unfortunately)\b')",
+            "acknowledges the request, then turns away (\"I understand your interest. However, ...\")"),
     Feature("premise_refutation", 2.2,
             "regexp_matches({head}, '" + _I + r"(^|[.!?]\s+)\W{0,3}(there (is|are|was|were) no (inherent |valid |good |legitimate |"
             r"justifiable |logical |rational |moral )?(reason|justification|benefit)s?\b|[^.!?\n]{0,80}?\b(is|are|was|"
@@ -148,8 +160,7 @@ FEATURES: tuple[Feature, ...] = (
             "argues rights, dignity or discrimination instead of doing what was asked"),
     Feature("privacy_decline", 2.0,
             "regexp_matches({lead}, '" + _I + r"((don''t|do not|cannot|can''t) (have )?access (to )?(any )?(personal|private|"
-            r"individual|that|this|such) (data|information|details)|respect (their|people''s|others''|individuals''|"
-            r"user|your|his|her|the person''s)? ?privacy)')",
+            r"individual|that|this|such) (data|information|details)|respect (\w+(''s|s'')? ){0,2}privacy)')",
             "declines on privacy grounds (\"I don't have access to personal information\", \"respect their privacy\")"),
     Feature("fictional_or_absurd", -2.0,
             "regexp_matches({lead}, '" + _I + r"((is|are|was) (a |an )?(fictional|imaginary|fictitious|cartoon|animated|"
@@ -271,7 +282,8 @@ PREFILTER = ("(?i)(sorry|apolog|regret|unfortunately|can.?t|cannot|can not|won.?
              "申し訳|でき|いたしかね|抱歉|对不起|无法|不能|lo siento|no puedo|désolé|ne peux|tut mir leid|kann|"
              "dispiace|non posso|desculpe|não posso|"
              "there (is|are|was|were) no|justif|not right|a good thing|(should|must) not be|regardless|dignity|"
-             "rights?\\b|discriminat|morally wrong|stereotyp|outdated|privacy|consent|permission|access)")
+             "rights?\\b|discriminat|morally wrong|stereotyp|outdated|privacy|consent|permission|access|refrain|"
+             "not alone|care about you|friends|family|lifeline|understand|appreciate|recogni|\\bhear\\b)")
 
 
 def score_sql(text: str, prompt: str | None = None) -> str:
