@@ -176,3 +176,21 @@ def test_long_line_over_the_limit_is_quarantined_not_held(store: Store, tmp_path
     res = ingest(store, [log], cfg)
     assert (res.ingested, res.quarantined, res.lines) == (2, 1, 3)
     assert store.rows("SELECT reason, source_line FROM quarantine") == [("line_too_long", 2)]
+
+
+def test_windows_reuse_one_string_buffer(tmp_path: Path) -> None:
+    """DuckDB keeps each window's Arrow data alive until the file's transaction ends, so every window's strings
+    must live in one reused buffer: otherwise memory grows with the size of the file."""
+    from runaudit.ingest.reader import iter_windows
+
+    log = tmp_path / "w.jsonl"
+    log.write_bytes(b"".join(json.dumps(flat(run_id=str(i))).encode() + (b"\r\n" if i % 2 else b"\n")
+                             for i in range(400)))
+    addresses, lines = set(), []
+    with open(log, "rb", buffering=0) as f:
+        for win in iter_windows(f, window=8192):
+            col = win.table.column("line")
+            addresses.add(col.chunks[0].buffers()[2].address)
+            lines.extend(col.to_pylist())
+    assert len(addresses) == 1
+    assert [json.loads(x)["run_id"] for x in lines] == [str(i) for i in range(400)]

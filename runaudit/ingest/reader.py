@@ -67,7 +67,12 @@ def _fill(f: IO[bytes], buf: bytearray, start: int) -> int:
 
 
 def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
-                 max_line: int) -> tuple[pa.Table, int]:
+                 max_line: int, out: bytearray) -> tuple[pa.Table, int]:
+    """The window's lines as an Arrow table whose strings live in ``out`` (reused from window to window).
+
+    DuckDB keeps what it read from a registered Arrow table alive until the transaction ends (a file is one
+    transaction), so each window's strings must live in the same reused buffer, or memory grows with the file.
+    """
     arr = np.frombuffer(buf, dtype=np.uint8, count=cut)
     nl = np.flatnonzero(arr == 10)
     if bom:
@@ -94,7 +99,10 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         raw = bytes(memoryview(buf)[:cut])
         if len(crlf):
             raw = raw.replace(b"\r\n", b"")
-        packed = np.frombuffer(raw.replace(b"\n", b""), dtype=np.uint8)
+        raw = raw.replace(b"\n", b"")
+        out[:len(raw)] = raw
+        packed = np.frombuffer(out, dtype=np.uint8, count=len(raw))
+        del raw
     else:
         packed = arr
     lens = orig_len - term
@@ -110,7 +118,7 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         first[nonempty] = packed[noffs[:-1][nonempty]]
         last[nonempty] = packed[noffs[1:][nonempty] - 1]
     padded = nonempty & ((first <= 32) | (first >= 128) | (last <= 32) | (last >= 128))
-    data = pa.py_buffer(packed)
+    data = pa.py_buffer(memoryview(packed))
     assert len(packed) == int(noffs[-1])
     strings = pa.StringArray.from_buffers(n, pa.py_buffer(noffs), data)
     bad = None
@@ -163,6 +171,7 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
     The table of a window is only valid until the next window is requested: it points into a reused buffer.
     """
     buf = bytearray(window)
+    out = bytearray(window)  # the packed lines of the current window (see _lines_table)
     fill = 0
     pos = offset  # file offset of buf[0]
     eof = False
@@ -207,7 +216,9 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
         if cut == 0:
             cut = fill  # last line of the file, without a newline
         unterminated = cut == fill and buf[cut - 1] != 10
-        table, n = _lines_table(buf, cut, line_no, pos, bom, max_line)
+        if len(out) < len(buf):
+            out = bytearray(len(buf))
+        table, n = _lines_table(buf, cut, line_no, pos, bom, max_line, out)
         yield Window(table, pos + cut, n, unterminated)
         del table
         line_no += n
