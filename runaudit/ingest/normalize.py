@@ -291,7 +291,17 @@ SELECT
   x_refusal_category AS refusal_category,
   x_block_reason AS block_reason,
   coalesce(u.http_status, u.status_code, bresp.status_code, u.ResponseMetadata.HTTPStatusCode,
-           p.ResponseMetadata.HTTPStatusCode) AS http_raw,
+           p.ResponseMetadata.HTTPStatusCode,
+           -- an error body that names its status: Google's {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
+           CASE WHEN regexp_full_match(coalesce(perr.code, ''), '[1-5][0-9][0-9]') THEN perr.code
+                WHEN regexp_full_match(coalesce(err.code, ''), '[1-5][0-9][0-9]') THEN err.code END,
+           CASE upper(coalesce(perr.status, err.status, ''))
+                WHEN 'RESOURCE_EXHAUSTED' THEN '429' WHEN 'UNAVAILABLE' THEN '503' WHEN 'INTERNAL' THEN '500'
+                WHEN 'UNKNOWN' THEN '500' WHEN 'DATA_LOSS' THEN '500' WHEN 'DEADLINE_EXCEEDED' THEN '504'
+                WHEN 'INVALID_ARGUMENT' THEN '400' WHEN 'FAILED_PRECONDITION' THEN '400' WHEN 'OUT_OF_RANGE' THEN '400'
+                WHEN 'UNAUTHENTICATED' THEN '401' WHEN 'PERMISSION_DENIED' THEN '403' WHEN 'NOT_FOUND' THEN '404'
+                WHEN 'ABORTED' THEN '409' WHEN 'ALREADY_EXISTS' THEN '409' WHEN 'UNIMPLEMENTED' THEN '501' END
+  ) AS http_raw,
   -- error type: provider envelopes first, then the pipeline's own error field
   coalesce(
     CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.type, berr.type) END,

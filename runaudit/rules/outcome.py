@@ -36,7 +36,8 @@ class IN01RateLimited(Rule):
     def predicate(self, cfg: Config) -> Compiled:
         return Compiled(f"""has_err AND ((hs = 429 OR et IN ('rate_limit_error', 'rate_limit_exceeded', 'ratelimiterror',
             'throttlingexception', 'resource_exhausted', 'too_many_requests', 'modelnotreadyexception',
-            'tokens', 'requests') OR em LIKE '%rate limit%') AND NOT {_QUOTA})""")
+            'tokens', 'requests') OR regexp_matches(et || ' ' || em, 'rate.?limit|throttl|too many requests'))
+            AND NOT {_QUOTA})""")
 
 
 @RULES.register
@@ -135,10 +136,11 @@ class IN06BatchNotRun(Rule):
 @RULES.register
 class IN07Incomplete(Rule):
     """The response never finished: a Responses API ``in_progress``/``queued``/``cancelled``/``failed`` status,
-    or a provider message with no stop reason (a stream cut off before its final event).
+    or an Anthropic message or OpenAI chat completion with no stop/finish reason (a stream cut off before its
+    final event, or a proxy that passed on an unfinished response).
 
     **Matches**: ``{"object": "response", "status": "in_progress"}``; an Anthropic message with
-    ``stop_reason: null``.
+    ``stop_reason: null``; a chat completion whose ``finish_reason`` is null.
     **Does not match**: the pipeline's flat record without a stop reason (many pipelines do not log one).
     """
 
@@ -147,9 +149,11 @@ class IN07Incomplete(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(stop_reason = 'incomplete' OR (shape IN ('anthropic', 'wrapped', 'anthropic_batch')
-            AND provider = 'anthropic' AND stop_reason_raw IS NULL AND et = '' AND em = ''
-            AND coalesce(batch_result, 'succeeded') = 'succeeded' AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")
+        return Compiled("""(stop_reason = 'incomplete' OR (stop_reason_raw IS NULL AND et = '' AND em = ''
+            AND ((shape IN ('anthropic', 'wrapped', 'anthropic_batch') AND provider = 'anthropic')
+                 OR (shape IN ('openai_chat', 'wrapped', 'openai_batch') AND provider = 'openai'))
+            AND coalesce(batch_result, 'succeeded') IN ('succeeded', 'response')
+            AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")
 
 
 @RULES.register
@@ -400,16 +404,19 @@ class DG04Malformed(Rule):
     """The generation ended abnormally: malformed tool call or output, ``OTHER``, or an unknown stop reason.
 
     **Matches**: Gemini ``MALFORMED_FUNCTION_CALL`` / ``OTHER``; Bedrock ``malformed_model_output``; a stop
-    reason runaudit does not know (kept verbatim in ``stop_reason_raw``, never assumed ok).
+    reason runaudit does not know (kept verbatim in ``stop_reason_raw``, never assumed ok); a Gemini response
+    whose candidate has no ``finishReason`` (``unknown:missing``).
     **Does not match**: ``stop``, ``end_turn``, ``tool_use``.
     """
 
     code, name, outcome, signal = "DG04", "abnormal_stop", "degraded", "abnormal_stop"
-    sub_reason_sql = "stop_reason || ':' || lower(stop_reason_raw)"
+    sub_reason_sql = "coalesce(stop_reason || ':' || lower(stop_reason_raw), 'unknown:missing')"
     groups = ("all", "degraded")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("(stop_reason IN ('malformed', 'other', 'unknown'))")
+        return Compiled("""(stop_reason IN ('malformed', 'other', 'unknown')
+            OR (provider = 'gemini' AND shape IN ('gemini', 'wrapped') AND stop_reason_raw IS NULL
+                AND block_reason IS NULL AND et = '' AND em = '' AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")
 
 
 @RULES.register
