@@ -5,7 +5,8 @@
 Generates N flat runs (~2 KB each, a realistic mix of outcomes) once, then times each stage in a fresh
 subprocess (so peak RSS is per stage):
 
-* baseline A: ``polars.scan_ndjson(f, ignore_errors=True).select(pl.len()).collect()`` — the count-only scan the issue names;
+* baseline A: ``polars.scan_ndjson(f, ignore_errors=True).select(pl.len()).collect()`` — the count-only scan
+  the issue names;
   polars answers it without parsing the records;
 * baseline B: ``polars.scan_ndjson(f, ignore_errors=True).collect().height`` — a scan that parses every record;
 * runaudit ingest of the first quarter of the file (peak memory must not grow with the input) and of the

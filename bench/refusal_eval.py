@@ -64,8 +64,10 @@ def main() -> None:
         print(f"{name:28} {len(rows):>4} | {p:5.3f} {r:5.3f} {f1:5.3f}                   | "
               f"{out[1][2]:5.3f}              | {out[2][2]:5.3f}")
         if a.errors:
-            fps = [(s, feats, rows[i]["response"]) for i, label, s, feats in res if label == "compliance" and s >= a.threshold]
-            fns = [(s, feats, rows[i]["response"]) for i, label, s, feats in res if label == "refusal" and s < a.threshold]
+            fps = [(s, feats, rows[i]["response"]) for i, label, s, feats in res
+                   if label == "compliance" and s >= a.threshold]
+            fns = [(s, feats, rows[i]["response"]) for i, label, s, feats in res
+                   if label == "refusal" and s < a.threshold]
             for tag, lst in (("FP", fps), ("FN", fns)):
                 for s, feats, txt in lst[: a.errors]:
                     print(f"  {tag} {s:.2f} {feats} :: {txt[:260]!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from runaudit.api import Audit, open  # noqa: E402,A004
 from runaudit.errors import (  # noqa: E402
     ExitCode,
     InputFormatError,
@@ -16,7 +17,5 @@ from runaudit.errors import (  # noqa: E402
     StoreError,
 )
 
-from runaudit.api import Audit, open  # noqa: E402,A004
-
-__all__ = ["open", "Audit", "__version__", "ExitCode", "InputFormatError", "ReviewStateError", "RuleConfigError", "RunauditError",
-           "StoreError"]
+__all__ = ["open", "Audit", "__version__", "ExitCode", "InputFormatError", "ReviewStateError", "RuleConfigError",
+           "RunauditError", "StoreError"]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_logs"
 rng = random.Random(20260705)
-START = datetime(2026, 6, 1, 2, 0, tzinfo=timezone.utc)
+START = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 
 SUMMARY = ("## Summary\nAll 14 checks passed overnight. Two warnings were raised on the billing service.\n\n"
            "## Actions\n- Rotate the staging certificate before Friday.\n- Review the slow query on orders.\n")
@@ -167,7 +167,8 @@ def batches() -> None:
                             "finish_reason": "stop"}], "usage": {"prompt_tokens": 64, "completion_tokens": 13}}
     filtered = {"id": "chatcmpl-3", "object": "chat.completion", "created": 1781000200, "model": "gpt-4.1",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "", "refusal": None},
-                             "finish_reason": "content_filter"}], "usage": {"prompt_tokens": 889, "completion_tokens": 0}}
+                             "finish_reason": "content_filter"}],
+                "usage": {"prompt_tokens": 889, "completion_tokens": 0}}
     lines = [
         {"id": "batch_req_1", "custom_id": "tag-2026-06-15-a", "response": {"status_code": 200, "request_id": "r1",
                                                                              "body": chat}, "error": None},
@@ -179,8 +180,10 @@ def batches() -> None:
          "error": {"code": "batch_expired", "message": "This request could not be executed before the completion "
                                                        "window expired."}},
     ]
-    with gzip.open(out / "openai-batch-output-2026-06.jsonl.gz", "wt", encoding="utf-8") as f:
-        f.write("\n".join(json.dumps(x) for x in lines) + "\n")
+    # mtime=0 keeps the archive byte-identical from one generation to the next
+    with open(out / "openai-batch-output-2026-06.jsonl.gz", "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(("\n".join(json.dumps(x) for x in lines) + "\n").encode())
 
 
 def raw_providers() -> None:

@@ -119,6 +119,7 @@ def test_corrupt_gzip_is_named_and_other_files_still_ingest(store: Store, tmp_pa
     assert res.ingested == 1
     assert len(res.errors) == 1 and "bad.jsonl.gz" in res.errors[0]["file"]
     assert store.scalar("SELECT count(*) FROM runs WHERE source_file LIKE '%bad.jsonl.gz'") == 0
+    assert store.scalar("SELECT source_file FROM runs") == str(good)
 
 
 def test_gzip_and_ndjson_are_discovered_recursively(store: Store, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+
 try:  # the SDK moved from httpx to httpx2 in 2.x; fake whichever transport it uses
     import httpx2 as httpx
 except ImportError:  # pragma: no cover

@@ -72,11 +72,14 @@ def test_any_input_every_line_is_accounted_for(tmp_path: Path, lines: list[bytes
 
 @pytest.mark.parametrize("payload", [
     pytest.param(('{"a":' * 100_000 + "1" + "}" * 100_000 + "\n").encode(), id="deeply-nested"),
-    pytest.param(b'{"task_id": "t", "text": "a\x00b"}\n{"task_id": "t", "text": "x\\u0000y"}\n\x00\x00\n', id="nul-bytes"),
+    pytest.param(b'{"task_id": "t", "text": "a\x00b"}\n{"task_id": "t", "text": "x\\u0000y"}\n\x00\x00\n',
+                 id="nul-bytes"),
     pytest.param(random.Random(1).randbytes(300_000), id="not-utf8-at-all"),
-    pytest.param(b"\xef\xbb\xbf" + b"\r\n".join(json.dumps(flat(run_id=str(i))).encode() for i in range(5)), id="bom-crlf"),
-    pytest.param('{"task_id": "t", "text": "\\ud800 lone surrogate"}\n'.encode(), id="lone-surrogate"),
-    pytest.param(b'{"task_id": "t", "ts": 1e400, "http_status": [1], "usage": {"input_tokens": "many"}}\n', id="odd-types"),
+    pytest.param(b"\xef\xbb\xbf" + b"\r\n".join(json.dumps(flat(run_id=str(i))).encode() for i in range(5)),
+                 id="bom-crlf"),
+    pytest.param(b'{"task_id": "t", "text": "\\ud800 lone surrogate"}\n', id="lone-surrogate"),
+    pytest.param(b'{"task_id": "t", "ts": 1e400, "http_status": [1], "usage": {"input_tokens": "many"}}\n',
+                 id="odd-types"),
 ])
 def test_hostile_files(tmp_path: Path, payload: bytes) -> None:
     p = tmp_path / "h.jsonl"
@@ -182,7 +185,7 @@ def _big_log(path: Path, n: int, bad_every: int = 997) -> int:
     with path.open("w") as f:
         for i in range(n):
             if i % bad_every == 5:
-                f.write("not json %d\n" % i)
+                f.write(f"not json {i}\n")
                 bad += 1
                 continue
             f.write(json.dumps(flat(run_id=f"r{i}", prompt=" ".join(rng.choice(words) for _ in range(150)),

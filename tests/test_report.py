@@ -41,8 +41,8 @@ def test_report_files_and_numbers_agree_with_audit(sample_store: Store, tmp_path
     # and the CLI's audit --json over the same week prints the same numbers
     db = tmp_path / "cli.duckdb"
     invoke(["audit", SAMPLE_LOGS, "--db", db, "--config", REPO / "sample_logs" / "runaudit.toml"])
-    out = json.loads(invoke(["audit", "--db", db, "--config", REPO / "sample_logs" / "runaudit.toml", "--json", "--week",
-                             "2026-W25"]).stdout)
+    out = json.loads(invoke(["audit", "--db", db, "--config", REPO / "sample_logs" / "runaudit.toml", "--json",
+                             "--week", "2026-W25"]).stdout)
     for k in ("runs", "outcomes", "false_success", "reported_success_rate", "true_success_rate"):
         assert out[k] == data["headline"][k], k
     md = (tmp_path / "r" / "report.md").read_text()

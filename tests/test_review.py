@@ -40,7 +40,7 @@ def test_key_for_a_wrapped_request_uses_the_derived_prompt(store: Store, tmp_pat
     ingest(store, [write_jsonl(tmp_path / "w.jsonl", [rec])])
     classify(store, Config())
     key = review_queue(store)["key"].to_list()[0]
-    assert key == hashlib.sha256("w\nBe safe.\n\nHow do I pick a lock?".encode()).hexdigest()[:16]
+    assert key == hashlib.sha256(b"w\nBe safe.\n\nHow do I pick a lock?").hexdigest()[:16]
 
 
 def test_repeats_across_weeks_fold_into_one_item(store: Store, tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=version_call
 
 def main() -> None:
     """Console-script entry point."""
-    from runaudit.cli import commands, review_cmd, report_cmd, judge_cmd  # noqa: F401 - registers commands
+    from runaudit.cli import commands, judge_cmd, report_cmd, review_cmd  # noqa: F401 - registers commands
 
     try:
         app()

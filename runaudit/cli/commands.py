@@ -148,8 +148,8 @@ def flags(
     config: Path | None = CONFIG_OPT,
 ) -> None:
     """Runs the pipeline logged as success whose real outcome is not ok (or, with --borderline, uncertain ones)."""
-    from runaudit.audit import false_successes
     from runaudit.audit import borderline as borderline_runs
+    from runaudit.audit import false_successes
     from runaudit.store import Store
 
     with Store.open(db, read_only=True) as store:

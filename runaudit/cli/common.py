@@ -26,8 +26,8 @@ def progress_bar(enabled: bool, total: int) -> Any:
     """A rich progress bar on stderr when attached to a terminal (else a no-op context)."""
     if not enabled or not sys.stderr.isatty() or total <= 0:
         return None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                     console=Console(stderr=True), transient=True)

@@ -250,7 +250,8 @@ def _count(store: Store, sql: str) -> int:
     return int(store.scalar(sql) or 0)
 
 
-def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str, map_params: list[Any]) -> dict[str, int]:
+def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
+                    map_params: list[Any]) -> dict[str, int]:
     con = store.con
     # Several record batches let DuckDB scan the window on every core.
     con.register("_chunk", win.table)

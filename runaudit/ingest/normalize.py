@@ -111,8 +111,9 @@ FROM (
            CASE WHEN repaired THEN fixed ELSE line END AS line, repaired,
            CASE WHEN too_long THEN 'too_long'
                 WHEN blank THEN 'blank'
-                WHEN ok1 OR repaired THEN (CASE WHEN starts_with(ltrim(left(line, 64), chr(32) || chr(9) || chr(10) || chr(13)), '{{') THEN 'object'
-                                                ELSE 'not_object' END)
+                WHEN ok1 OR repaired THEN (CASE
+                    WHEN starts_with(ltrim(left(line, 64), chr(32) || chr(9) || chr(10) || chr(13)), '{{')
+                    THEN 'object' ELSE 'not_object' END)
                 ELSE 'invalid' END AS kind
     FROM (
         SELECT *, coalesce(fixed IS NOT NULL AND json_valid(fixed), false) AS repaired

@@ -3,8 +3,8 @@
 The file is read with ``readinto`` into one reusable buffer; line boundaries are found with numpy, and each
 window becomes an Arrow string array that points into the buffer (no per-line Python work on the fast path).
 Each line's string leaves out its terminator (LF or CR LF); a byte-order mark becomes spaces, and lines with
-whitespace at an edge are flagged ``padded`` so SQL trims just those. Lines longer than ``max_line`` are streamed past (never held whole) and
-reported with their first bytes so the caller can quarantine them.
+whitespace at an edge are flagged ``padded`` so SQL trims just those. Lines longer than ``max_line`` are
+streamed past (never held whole) and reported with their first bytes so the caller can quarantine them.
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ SELECT date_trunc('week', ts)::DATE AS week_start, strftime(ts, '%G-W%V') AS wee
        count(*) FILTER (WHERE outcome = 'infra_error' AND http_status BETWEEN 500 AND 599 AND http_status <> 529)
            AS infra_5xx,
        count(*) FILTER (WHERE outcome = 'infra_error' AND sub_reason = 'timeout'
-                        AND coalesce(http_status, 0) NOT IN (429, 529) AND NOT coalesce(http_status BETWEEN 500 AND 599, false))
+                        AND coalesce(http_status, 0) NOT IN (429, 529)
+                        AND NOT coalesce(http_status BETWEEN 500 AND 599, false))
            AS infra_timeout
 FROM audit_runs WHERE ts >= ? AND ts < ?
 GROUP BY ALL ORDER BY week_start
@@ -138,7 +139,8 @@ GROUP BY ALL ORDER BY declined DESC, task_id, signal
 
 CATEGORY_SQL = """
 SELECT coalesce(refusal_category, sub_reason) AS category, count(*) AS declined
-FROM audit_runs WHERE outcome = 'declined' AND ts >= ? AND ts < ? AND signal IN ('refusal', 'content_filter', 'guardrail')
+FROM audit_runs
+WHERE outcome = 'declined' AND ts >= ? AND ts < ? AND signal IN ('refusal', 'content_filter', 'guardrail')
 GROUP BY ALL ORDER BY declined DESC
 """
 

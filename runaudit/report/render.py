@@ -106,7 +106,7 @@ def build_document(data: ReportData) -> tuple[str, list[str], list[Section]]:
     w = data.window
     title = f"runaudit weekly report — {w.label}"
     meta = [f"Window {w.start.isoformat()} to {(w.end - dt.timedelta(days=1)).isoformat()} (UTC, end inclusive)",
-            f"ruleset {h['ruleset']} · generated {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"]
+            f"ruleset {h['ruleset']} · generated {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}"]
     sections: list[Section] = []
 
     s1 = Section("1. Headline")
@@ -223,7 +223,8 @@ def build_document(data: ReportData) -> tuple[str, list[str], list[Section]]:
     if data.hand.height:
         s6.blocks.append(Table(["kind", "name", "weeks", "lowest weekly decline rate", "mean", "runs", "declined"], [
             [t(r["kind"]), cell(r["name"], 60), num(r["weeks"]), pct(r["min_decline_rate"]),
-             pct(r["mean_decline_rate"]), num(r["runs"]), num(r["declined"])] for r in data.hand.iter_rows(named=True)]))
+             pct(r["mean_decline_rate"]), num(r["runs"]), num(r["declined"])]
+            for r in data.hand.iter_rows(named=True)]))
     else:
         s6.blocks.append(Para([t("Nothing crossed the threshold.")]))
     sections.append(s6)
@@ -232,10 +233,12 @@ def build_document(data: ReportData) -> tuple[str, list[str], list[Section]]:
     if data.review is not None:
         rv = data.review
         s7.blocks.append(Table(["open", "confirmed", "false-positive"],
-                               [[num(rv.get("open", 0)), num(rv.get("confirmed", 0)), num(rv.get("false-positive", 0))]]))
+                               [[num(rv.get("open", 0)), num(rv.get("confirmed", 0)),
+                                 num(rv.get("false-positive", 0))]]))
         s7.blocks.append(Para([t("Queue items fold repeats of the same input (task + prompt) into one. List them "
                                  "with "), Text("runaudit review list", trusted=True, code=True),
-                               t("; a false-positive verdict moves those runs out of declined in every number above.")]))
+                               t("; a false-positive verdict moves those runs out of declined in every number "
+                                 "above.")]))
     sections.append(s7)
     return title, meta, sections
 
@@ -266,7 +269,8 @@ def render_markdown(data: ReportData) -> str:
 
 
 _CSS = """
-body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;
+padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 .meta{color:#666;margin:0}table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;max-width:420px;overflow-wrap:anywhere}

@@ -2,9 +2,9 @@
 
 A rule has a code (``IN02``), a name, the outcome it assigns, the signal it records as evidence, whether the
 run is retryable, groups, and a docstring whose first line is its one-line description followed by
-**Matches** / **Does not match** examples. ``predicate(cfg)`` returns parameterised SQL (each ``$?`` is a bound parameter, numbered by the compiler) over the
-columns of the classification scan; the classifier joins all enabled rules into one ``CASE WHEN`` in
-priority order, so a run gets the first rule that matches.
+**Matches** / **Does not match** examples. ``predicate(cfg)`` returns parameterised SQL (each ``$?`` is a
+bound parameter, numbered by the compiler) over the columns of the classification scan; the classifier joins
+all enabled rules into one ``CASE WHEN`` in priority order, so a run gets the first rule that matches.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def _schema_sql(schema: dict[str, Any], params: list[Any]) -> str:
         allowed = sorted({t for ty in types for t in _TYPE_MAP.get(str(ty), [])})
         path = "$." + json.dumps(key)
         params.extend([path, allowed, path])
-        checks.append(f"(json_type({_JSON_BODY}, $?) IS NULL OR list_contains($?::VARCHAR[], json_type({_JSON_BODY}, $?)))")
+        checks.append(f"(json_type({_JSON_BODY}, $?) IS NULL"
+                      f" OR list_contains($?::VARCHAR[], json_type({_JSON_BODY}, $?)))")
     return "(" + " AND ".join(checks) + ")"
 
 

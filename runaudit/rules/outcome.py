@@ -4,9 +4,10 @@ Precedence: infrastructure failures first, then explicit decline signals from th
 errors, then the in-body refusal detector, then degraded results (truncated, empty, done-conditions), then ok.
 
 Columns of the scan: ``has_err`` (any error evidence: an error type or message, a non-2xx status, a batch
-result), ``blank_text`` (no deliverable text), ``hs`` (HTTP status), ``et``/``em`` (lowercased error type and message), ``stop_reason``
-(normalised), ``stop_reason_raw``, ``refusal_text``, ``refusal_category``, ``block_reason``, ``batch_result``,
-``shape``, ``provider``, ``response_text``, ``tool_calls``, ``refusal_score``, ``done_failures``, ``judge``.
+result), ``blank_text`` (no deliverable text), ``hs`` (HTTP status), ``et``/``em`` (lowercased error type and
+message), ``stop_reason`` (normalised), ``stop_reason_raw``, ``refusal_text``, ``refusal_category``,
+``block_reason``, ``batch_result``, ``shape``, ``provider``, ``response_text``, ``tool_calls``, ``refusal_score``,
+``done_failures``, ``judge``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class IN01RateLimited(Rule):
         return Compiled(f"""has_err AND ((hs = 429 OR et IN ('rate_limit_error', 'rate_limit_exceeded', 'ratelimiterror',
             'throttlingexception', 'resource_exhausted', 'too_many_requests', 'modelnotreadyexception',
             'tokens', 'requests') OR regexp_matches(et || ' ' || em, 'rate.?limit|throttl|too many requests'))
-            AND NOT {_QUOTA})""")
+            AND NOT {_QUOTA})""")  # noqa: E501 (the SQL is part of the ruleset hash: keep it byte-stable)
 
 
 @RULES.register
@@ -281,7 +282,7 @@ class DE06PolicyBlock(Rule):
             'bio_policy', 'image_content_policy_violation', 'responsibleaipolicyviolation', 'safety')
             OR ((hs BETWEEN 400 AND 499 OR et <> '') AND regexp_matches(em,
             'content (management )?polic|usage polic|safety (system|filter)|responsibleai|flagged as|'
-            || 'blocked (by|due to|under)|violat\\w* .{0,40}polic')))""")
+            || 'blocked (by|due to|under)|violat\\w* .{0,40}polic')))""")  # noqa: E501 (SQL hashed into the ruleset)
 
 
 @RULES.register

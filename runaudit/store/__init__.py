@@ -118,7 +118,8 @@ class Store:
         unknown = [a for a in applied if a not in known]
         if unknown or len(applied) > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} was written by a newer runaudit (schema migration {unknown[-1] if unknown else len(applied)}"
+                f"{self.path} was written by a newer runaudit (schema migration "
+                f"{unknown[-1] if unknown else len(applied)}"
                 f" is unknown to this version, which knows {SCHEMA_VERSION})",
                 hint="upgrade runaudit (pip install -U runaudit)",
             )
