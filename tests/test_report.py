@@ -149,3 +149,26 @@ def test_topics_without_config_use_distinguishing_terms(tmp_path: Path) -> None:
     assert top[0]["topic"] == "explosives" and top[0]["decline_rate"] == 1.0
     assert "revenue" not in [t["topic"] for t in top]
     assert "log-odds" in data.topic_method
+
+
+def test_term_sample_is_the_same_on_every_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the sample size the topics come from a fixed subset of prompts, so two renders agree."""
+    import runaudit.report.data as rdata
+    from runaudit.classify import classify
+    from runaudit.ingest import ingest
+
+    recs = []
+    for i in range(60):
+        word = ("explosives", "lockpicking", "poison")[i % 3]
+        recs.append(flat(run_id=f"d{i}", prompt=f"question {i} about {word}", stop_reason="refusal", text="",
+                         ts=f"2026-07-{6 + i % 5:02d}T02:00:00Z"))
+        recs.append(flat(run_id=f"o{i}", prompt=f"question {i} about revenue", ts=f"2026-07-{6 + i % 5:02d}T03:00:00Z"))
+    monkeypatch.setattr(rdata, "TERM_SAMPLE", 50)
+    with Store.open(tmp_path / "t.duckdb") as s:
+        ingest(s, [write_jsonl(tmp_path / "t.jsonl", recs)])
+        classify(s, Config())
+        first = rdata.build_report_data(s, Config(), resolve_window(s, "2026-W28")).topics
+        second = rdata.build_report_data(s, Config(), resolve_window(s, "2026-W28")).topics
+    assert first.height > 0 and first.equals(second)
+    # 50 of the 120 prompts were read: every count comes from the sample
+    assert int(first["runs"].sum()) <= 50

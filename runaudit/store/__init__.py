@@ -166,15 +166,21 @@ class Store:
         return r[0][0] if r else None
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
-        """Run a query and return a polars DataFrame."""
+        """Run a query and return a polars DataFrame (through Arrow: no row passes through Python)."""
         import polars as pl
 
-        cur = self.execute(sql, params)
         try:
-            return cur.pl()
+            # A relation converts to polars via Arrow in one step; a DB-API cursor has no .pl() in DuckDB 2.x and
+            # its Arrow output copies every row once more.
+            rel = self.con.sql(sql, params=params) if params is not None else self.con.sql(sql)
+            if rel is None:  # a statement that returns nothing
+                return pl.DataFrame()
+            return rel.pl()
         except duckdb.Error as e:
-            raise StoreError(f"query failed: {e}") from e
-        except Exception:  # pragma: no cover - empty result edge cases across duckdb versions
+            raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
+        except (pl.exceptions.PolarsError, ValueError, TypeError):
+            # A type polars cannot take from Arrow (e.g. an INTERVAL column): build the frame from Python rows.
+            cur = self.execute(sql, params)
             cols = [d[0] for d in cur.description or []]
             return pl.DataFrame(cur.fetchall(), schema=cols, orient="row")
 
