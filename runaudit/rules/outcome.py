@@ -369,22 +369,6 @@ class DG01Truncated(Rule):
 
 
 @RULES.register
-class DG02Empty(Rule):
-    """An answer came back but the deliverable text is empty (and no tool was called).
-
-    **Matches**: HTTP 200 with ``text: ""``; an Anthropic message holding only ``thinking`` blocks.
-    **Does not match**: an agent step that called a tool (``tool_use``) with no text.
-    """
-
-    code, name, outcome, signal = "DG02", "empty", "degraded", "empty"
-    sub_reason_sql = "'empty'"
-    groups = ("all", "degraded")
-
-    def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("(blank_text AND coalesce(tool_calls, 0) = 0 AND stop_reason IS DISTINCT FROM 'tool_use')")
-
-
-@RULES.register
 class DG03Paused(Rule):
     """A paused turn logged as final: Anthropic ``pause_turn`` (the pipeline should have continued).
 
@@ -418,6 +402,22 @@ class DG04Malformed(Rule):
         return Compiled("""(stop_reason IN ('malformed', 'other', 'unknown')
             OR (provider = 'gemini' AND shape IN ('gemini', 'wrapped') AND stop_reason_raw IS NULL
                 AND block_reason IS NULL AND et = '' AND em = '' AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")
+
+
+@RULES.register
+class DG02Empty(Rule):
+    """An answer came back but the deliverable text is empty (and no tool was called).
+
+    **Matches**: HTTP 200 with ``text: ""``; an Anthropic message holding only ``thinking`` blocks.
+    **Does not match**: an agent step that called a tool (``tool_use``) with no text.
+    """
+
+    code, name, outcome, signal = "DG02", "empty", "degraded", "empty"
+    sub_reason_sql = "'empty'"
+    groups = ("all", "degraded")
+
+    def predicate(self, cfg: Config) -> Compiled:
+        return Compiled("(blank_text AND coalesce(tool_calls, 0) = 0 AND stop_reason IS DISTINCT FROM 'tool_use')")
 
 
 @RULES.register
