@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from enum import IntEnum
 
 
@@ -14,6 +17,7 @@ class ExitCode(IntEnum):
     INPUT = 3  # unreadable or malformed input files, bad config
     STORE = 4  # database missing, locked, corrupt or from a newer runaudit
     JUDGE = 5  # the LLM judge could not run (no key, API failure)
+    OUTPUT = 6  # an output folder or file cannot be written (report, review export)
     INTERNAL = 70  # a bug in runaudit: reported without a traceback, please file it
     INTERRUPT = 130
 
@@ -69,6 +73,23 @@ class ReviewStateError(RunauditError):
     """A review action refers to a key that does not exist or an invalid verdict."""
 
     exit_code = ExitCode.USAGE
+
+
+class OutputError(RunauditError):
+    """An output folder or file cannot be created or written (permissions, missing parent, disk full)."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+@contextlib.contextmanager
+def writing_to(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an OSError raised while writing under ``path`` into an :class:`OutputError` that names it."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename if e.filename else path
+        raise OutputError(f"cannot write {where}: {e.strerror or e}",
+                          hint="check the folder exists or can be created, is writable, and the disk has space") from e
 
 
 class JudgeError(RunauditError):

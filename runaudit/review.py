@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runaudit.audit import require_classified
-from runaudit.errors import ReviewStateError, UsageError
+from runaudit.errors import ReviewStateError, UsageError, writing_to
 from runaudit.redact import mask_secrets
 from runaudit.store import Store
 
@@ -166,8 +166,13 @@ def export_queue(store: Store, directory: str | Path = "review_queue", include_d
     d = Path(directory)
     if d.exists() and not d.is_dir():
         raise UsageError(f"{d} exists and is not a directory")
-    d.mkdir(parents=True, exist_ok=True)
     df = review_queue(store, "all", include_degraded)
+    with writing_to(d):
+        return _write_items(d, df, prune)
+
+
+def _write_items(d: Path, df: pl.DataFrame, prune: bool) -> ExportResult:
+    d.mkdir(parents=True, exist_ok=True)
     written = updated = unchanged = 0
     keys = set()
     for row in df.iter_rows(named=True):

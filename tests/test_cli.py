@@ -56,6 +56,18 @@ def test_errors_have_no_traceback(invoke, tmp_path: Path) -> None:  # type: igno
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[classify]\nnot_a_key = 1\n")
     invoke(["audit", SAMPLE_LOGS, "--db", tmp_path / "y.duckdb", "--config", cfg], code=3, stderr_has="not_a_key")
+    invoke(["audit", SAMPLE_LOGS, "--db", tmp_path / "no" / "such" / "x.duckdb"], code=4, stderr_has="does not exist")
+
+
+def test_unwritable_outputs_are_named_with_their_own_exit_code(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "o.duckdb"
+    invoke(["audit", SAMPLE_LOGS, "--db", db])
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder is needed")
+    # a folder under a regular file can never be created, whoever runs the test (root ignores permissions)
+    invoke(["report", "--db", db, "--out", blocker / "r"], code=6, stderr_has=str(blocker))
+    invoke(["review", "export", "--db", db, "--dir", blocker / "q"], code=6, stderr_has=str(blocker))
+    invoke(["flags", "--db", db, "--json", "--csv"], code=2, stderr_has="alternatives")
 
 
 def test_rules_list_and_explain(invoke) -> None:  # type: ignore[no-untyped-def]

@@ -152,6 +152,8 @@ def flags(
     from runaudit.audit import false_successes
     from runaudit.store import Store
 
+    if as_json and as_csv:
+        raise UsageError("--json and --csv are alternatives: pass one of them")
     with Store.open(db, read_only=True) as store:
         if borderline:
             from runaudit.config import load_config

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runaudit.config import Config
-from runaudit.errors import UsageError
+from runaudit.errors import UsageError, writing_to
 from runaudit.store import Store
 
 FORMATS = ("md", "html")
@@ -41,15 +41,16 @@ def write_report(store: Store, cfg: Config, out_dir: str | Path = "report", week
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    images = draw_all(data, out)
-    files = [str(p) for p in images.values()]
-    if "md" in formats:
-        (out / "report.md").write_text(render_markdown(data), encoding="utf-8")
-        files.append(str(out / "report.md"))
-    if "html" in formats:
-        (out / "report.html").write_text(render_html(data, images), encoding="utf-8")
-        files.append(str(out / "report.html"))
-    write_json(data, out / "report.json")
-    files.append(str(out / "report.json"))
+    with writing_to(out):
+        out.mkdir(parents=True, exist_ok=True)
+        images = draw_all(data, out)
+        files = [str(p) for p in images.values()]
+        if "md" in formats:
+            (out / "report.md").write_text(render_markdown(data), encoding="utf-8")
+            files.append(str(out / "report.md"))
+        if "html" in formats:
+            (out / "report.html").write_text(render_html(data, images), encoding="utf-8")
+            files.append(str(out / "report.html"))
+        write_json(data, out / "report.json")
+        files.append(str(out / "report.json"))
     return ReportResult(str(out), window.label, files, time.perf_counter() - t0)

@@ -70,6 +70,9 @@ class Store:
             if not fp.exists() and (read_only or not create):
                 raise StoreError(f"no runaudit database at {p}",
                                  hint="run `runaudit ingest PATH` or `runaudit audit PATH` first, or pass --db")
+            if not fp.exists() and not fp.absolute().parent.is_dir():
+                raise StoreError(f"cannot create database {p}: folder {fp.absolute().parent} does not exist",
+                                 hint="create the folder first, or pass another --db path")
         deadline = time.monotonic() + max(wait, 0.0)
         delay = 0.05
         while True:
