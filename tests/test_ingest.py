@@ -94,15 +94,17 @@ def test_odd_but_readable_values(store: Store, tmp_path: Path) -> None:
 
 
 def test_line_endings_and_edge_whitespace_do_not_change_the_record(store: Store, tmp_path: Path) -> None:
-    """LF, CR LF, stray spaces, a BOM or a missing final newline: the same record is one run, stored as written."""
+    """LF, CR LF, stray spaces, a BOM (at the start, or mid-file where two files were concatenated) or a missing
+    final newline: the same record is one run, stored as written."""
     rec = json.dumps(flat(run_id="same"))
     other = json.dumps(flat(run_id="tabbed"))
     raw = (b"\xef\xbb\xbf" + rec.encode() + b"\r\n" + rec.encode() + b"\n" + b"  " + rec.encode() + b" \r\n"
-           + b"\r\n" + b"   \n" + b"\t" + other.encode() + b"\t\n" + rec.encode())
+           + b"\r\n" + b"   \n" + b"\t" + other.encode() + b"\t\n" + b"\xef\xbb\xbf" + rec.encode() + b"\n"
+           + rec.encode())
     log = tmp_path / "endings.jsonl"
     log.write_bytes(raw)
     res = ingest(store, [log])
-    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (7, 2, 3, 2, 0), res.as_dict()
+    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (8, 2, 4, 2, 0), res.as_dict()
     raws = dict(store.rows("SELECT run_id, raw FROM runs"))
     assert raws["same"] == rec  # no terminator, BOM or edge space kept
     assert raws["tabbed"] == "\t" + other + "\t"  # tabs are not what SQL trim() strips: kept as written

@@ -126,8 +126,10 @@ FROM (
                       END AS fixed
             FROM (
                 SELECT *, orig_len AS nbytes, line = '' AS blank, NOT too_long AND json_valid(line) AS ok1
-                -- the reader left the line terminator out and flagged lines with whitespace at an edge
-                FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(line) ELSE line END AS line) FROM _chunk)
+                -- the reader left the line terminator out and flagged lines with whitespace at an edge; a BOM
+                -- (U+FEFF) that starts a line mid-file, where files were concatenated, goes too
+                FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(ltrim(trim(line), chr(65279))) ELSE line END
+                                        AS line) FROM _chunk)
             )
         )
     )
