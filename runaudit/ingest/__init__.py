@@ -21,6 +21,7 @@ from typing import Any
 
 from runaudit.config import Config
 from runaudit.errors import InputFormatError
+from runaudit.ingest import streams
 from runaudit.ingest.normalize import PARSE_SELECT, STOP_REASON_CASE, build_record_sql, build_shape_sql
 from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log
 from runaudit.store import Store
@@ -38,6 +39,7 @@ class FileResult:
     mode: str  # new | appended | rewritten | unchanged | error
     lines: int = 0
     ingested: int = 0
+    runs_added: int = 0
     duplicates: int = 0
     blank: int = 0
     quarantined: int = 0
@@ -50,10 +52,11 @@ class IngestResult:
 
     files: int = 0
     lines: int = 0
-    ingested: int = 0
+    ingested: int = 0  # lines that became (part of) a new run
     duplicates: int = 0
     blank: int = 0
     quarantined: int = 0
+    runs_added: int = 0  # new runs: equal to ingested, except that a logged stream's event lines make one run
     bytes: int = 0
     seconds: float = 0.0
     files_new: int = 0
@@ -160,7 +163,7 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
       {ovp('output_tokens', 'output_tokens::VARCHAR')} AS out_tok_raw,
       {ovp('topic', 'topic')} AS topic,
       shape_kind, provider, custom_id, tool_calls, refusal_text, refusal_category, block_reason,
-      error_message, error_inner, batch_result, status_field, is_error_body,
+      error_message, error_inner, batch_result, status_field, is_error_body, ev_type,
       {"(" + " OR ".join(f"{m[f]} IS NOT NULL" for f in m) + ")" if m else "false"} AS map_hit
     FROM _records"""
     map_params = [cfg.field_map[f] for f in order]
@@ -239,6 +242,8 @@ SELECT $file, line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $i
               THEN 'invalid JSON; the last line has no newline: likely truncated'
          WHEN kind = 'invalid' THEN 'invalid JSON' || CASE WHEN bad_utf8 THEN ' (and invalid UTF-8)' ELSE '' END
          WHEN kind = 'not_object' THEN 'valid JSON but a ' || lower(json_type(line)) || ', not an object'
+         WHEN ev_type IS NOT NULL THEN 'a stream event (' || ev_type || ') with no message_start before it in '
+              || 'this file: the start of its stream is missing'
          ELSE 'JSON object with no recognisable fields (keys: ' ||
               coalesce(array_to_string(json_keys(line)[1:12], ', '), '') || ')' END AS detail
   FROM _final WHERE kind IN ('invalid', 'not_object', 'too_long') OR (kind = 'object' AND shape IS NULL)
@@ -261,6 +266,11 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
         # after a failed statement the transaction is aborted and unregister would raise over the real error
         with contextlib.suppress(Exception):
             con.unregister("_chunk")
+    first_line = ctx["line0"] + 1
+    parts, defer = 0, None
+    if streams.has_stream_events(store):
+        parts, defer = streams.assemble(store, final_sql, map_params, first_line=first_line, last_window=win.eof,
+                                        can_grow=win.can_grow)
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
@@ -272,7 +282,12 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
     inserted = int(store.rows(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
                                                 "ingest_id": ctx["ingest_id"]})[0][0])
     ctx["next_rid"] = before + inserted
-    return {"lines": win.lines, "ingested": inserted, "duplicates": records - inserted,
+    parts_new = int(store.scalar(streams.PARTS_INGESTED_SQL, {"file": ctx["file"], "ingest_id": ctx["ingest_id"]})
+                    ) if parts else 0
+    return {"lines": win.lines if defer is None else defer[1] - first_line,
+            "end_offset": win.end_offset if defer is None else defer[0], "defer": defer,
+            "ingested": inserted + parts_new, "runs_added": inserted,
+            "duplicates": records - inserted + parts - parts_new,
             "blank": int(counts.get("blank", 0)), "quarantined": int(counts.get("quarantined", 0))}
 
 
@@ -327,7 +342,8 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
         "line0": start_line,
     }
     end_off, lines = start_off, start_line
-    counts = {"lines": 0, "ingested": 0, "duplicates": 0, "blank": 0, "quarantined": 0}
+    counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0}
+    rewind: list[tuple[int, int, bool]] = []
     with f, store.transaction():
         try:
             if start_off:
@@ -339,14 +355,18 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                 raise InputFormatError(f"{path} is UTF-16 encoded; runaudit reads UTF-8 JSON lines",
                                        hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8.jsonl")
             f.seek(start_off)
-            for win in iter_windows(f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes):
+            for win in iter_windows(f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes,
+                                    rewind=rewind):
                 ctx["line0"] = lines
                 c = _process_window(store, win, ctx, final_sql, map_params)
                 for k in counts:
                     counts[k] += c[k]
+                if c["defer"]:
+                    # a stream goes on in the next window: read it again from its message_start
+                    rewind.append((c["defer"][0], c["defer"][1] - 1, c["defer"][2]))
                 if progress:
-                    progress(win.end_offset - end_off if not compressed else 0, path)
-                end_off, lines = win.end_offset, lines + win.lines
+                    progress(c["end_offset"] - end_off if not compressed else 0, path)
+                end_off, lines = c["end_offset"], lines + c["lines"]
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise InputFormatError(f"{path}: cannot decompress or read ({e}); nothing from this file was stored",
                                    hint="check the file with `gzip -t` or re-copy it") from e
@@ -362,6 +382,7 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
              ingest_id])
     res.lines = counts["lines"] + start_line
     res.ingested = counts["ingested"]
+    res.runs_added = counts["runs_added"]
     res.duplicates = counts["duplicates"] + carried_dupes
     res.blank = counts["blank"] + carried_blank
     res.quarantined = counts["quarantined"]
@@ -395,6 +416,7 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
         result.per_file.append(fr)
         result.lines += fr.lines
         result.ingested += fr.ingested
+        result.runs_added += fr.runs_added
         result.duplicates += fr.duplicates
         result.blank += fr.blank
         result.quarantined += fr.quarantined

@@ -56,7 +56,12 @@ _STRUCT = {
     "ResponseMetadata": {"HTTPStatusCode": "VARCHAR", "RequestId": "VARCHAR"},
     "metrics": {"latencyMs": "VARCHAR"},
     "metadata": {"task_id": "VARCHAR", "task": "VARCHAR", "run_id": "VARCHAR"},
+    # Anthropic stream events, one per line (message_start ... message_stop): assembled into one run
+    "message": "JSON", "delta": "JSON", "content_block": "JSON",
 }
+# The event types of a logged Anthropic stream (an ``error`` event inside a stream is added when assembling).
+STREAM_EVENTS = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                 "message_delta", "message_stop", "ping")
 STRUCT_SPEC = json.dumps(_STRUCT, separators=(",", ":"))
 
 _RESP_OUTPUT = json.dumps([{"type": "VARCHAR", "phase": "VARCHAR",
@@ -335,7 +340,9 @@ SELECT
   coalesce(try_cast(u.latency_ms AS DOUBLE), try_cast(u.duration_ms AS DOUBLE),
            try_cast(p.metrics.latencyMs AS DOUBLE)) AS latency_ms,
   u.topic AS topic,
-  p.type = 'error' AS is_error_body
+  p.type = 'error' AS is_error_body,
+  CASE WHEN shape IS NULL AND u.type IN __STREAM_EVENTS__ THEN u.type
+       WHEN shape = 'anthropic' AND u.type = 'error' THEN 'error' END AS ev_type
 FROM p2
 """
 
@@ -372,7 +379,8 @@ def build_record_sql() -> str:
             .replace("__RESP_OUTPUT__", _RESP_OUTPUT)
             .replace("__BEDROCK__", _BEDROCK_OUTPUT)
             .replace("__TEXTISH_M__", textish_m)
-            .replace("__PROMPT_FROM_REQUEST__", _PROMPT_FROM_REQUEST))
+            .replace("__PROMPT_FROM_REQUEST__", _PROMPT_FROM_REQUEST)
+            .replace("__STREAM_EVENTS__", "(" + ", ".join(f"'{e}'" for e in STREAM_EVENTS) + ")"))
 
 
 def build_shape_sql() -> str:

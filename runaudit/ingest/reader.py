@@ -30,6 +30,12 @@ class Window:
     end_offset: int  # byte offset just past the last line of the window
     lines: int
     unterminated_last: bool  # the last line had no newline (end of file)
+    eof: bool = False  # no line of the file comes after this window
+    can_grow: bool = False  # a rewind with grow=True would read a bigger window
+
+
+WINDOW_BYTES = 32 << 20  # bytes of lines per window (tests shrink it to cross window boundaries)
+GROW_LIMIT = 8  # a window grows to at most this many times WINDOW_BYTES to hold one logged stream whole
 
 
 def open_log(path: str) -> IO[bytes]:
@@ -164,12 +170,18 @@ def _too_long_table(first: bytes, line_no: int, offset: int, length: int) -> pa.
     })
 
 
-def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int = 32 << 20,
-                 max_line: int = 32 << 20) -> Iterator[Window]:
+def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int | None = None,
+                 max_line: int = 32 << 20, rewind: list[tuple[int, int, bool]] | None = None) -> Iterator[Window]:
     """Yield windows of complete lines from ``f`` (positioned at ``offset``).
 
     The table of a window is only valid until the next window is requested: it points into a reused buffer.
+    A consumer that could not use the end of a window (a stream that goes on in the next one) puts
+    ``(byte_offset, line_no, grow)`` of the first line it wants again into ``rewind``; the next window starts
+    there (``line_no`` is the number of lines before that one), twice as big when ``grow`` (a stream longer than
+    a window; only while ``Window.can_grow``).
     """
+    window = window or WINDOW_BYTES
+    grow_cap = window * GROW_LIMIT
     buf = bytearray(window)
     out = bytearray(window)  # the packed lines of the current window (see _lines_table)
     fill = 0
@@ -177,6 +189,13 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
     eof = False
     first = offset == 0
     while True:
+        if rewind:
+            pos, line_no, grow = rewind.pop()
+            rewind.clear()
+            f.seek(pos)
+            fill, eof = 0, False
+            if grow and len(buf) < grow_cap:
+                buf = bytearray(min(len(buf) * 2, grow_cap))
         if not eof:
             new_fill = _fill(f, buf, fill)
             eof = new_fill < len(buf)
@@ -208,7 +227,8 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
                     break
                 skipped += len(chunk)
             line_no += 1
-            yield Window(_too_long_table(first_bytes, line_no, pos, skipped), pos + skipped, 1, False)
+            yield Window(_too_long_table(first_bytes, line_no, pos, skipped), pos + skipped, 1, False,
+                         eof and not rest)
             pos += skipped
             buf[:len(rest)] = rest
             fill = len(rest)
@@ -219,7 +239,7 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
         if len(out) < len(buf):
             out = bytearray(len(buf))
         table, n = _lines_table(buf, cut, line_no, pos, bom, max_line, out)
-        yield Window(table, pos + cut, n, unterminated)
+        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap)
         del table
         line_no += n
         pos += cut
@@ -227,5 +247,5 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
         if rem:
             buf[:rem] = buf[cut:fill]
         fill = rem
-        if eof and fill == 0:
+        if eof and fill == 0 and not rewind:
             return

@@ -141,7 +141,8 @@ class IN07Incomplete(Rule):
     final event, or a proxy that passed on an unfinished response).
 
     **Matches**: ``{"object": "response", "status": "in_progress"}``; an Anthropic message with
-    ``stop_reason: null``; a chat completion whose ``finish_reason`` is null.
+    ``stop_reason: null``; a logged stream with ``message_start`` but no ``message_delta``; a chat completion
+    whose ``finish_reason`` is null.
     **Does not match**: the pipeline's flat record without a stop reason (many pipelines do not log one).
     """
 
@@ -151,7 +152,7 @@ class IN07Incomplete(Rule):
 
     def predicate(self, cfg: Config) -> Compiled:
         return Compiled("""(stop_reason = 'incomplete' OR (stop_reason_raw IS NULL AND et = '' AND em = ''
-            AND ((shape IN ('anthropic', 'wrapped', 'anthropic_batch') AND provider = 'anthropic')
+            AND ((shape IN ('anthropic', 'anthropic_stream', 'wrapped', 'anthropic_batch') AND provider = 'anthropic')
                  OR (shape IN ('openai_chat', 'wrapped', 'openai_batch') AND provider = 'openai'))
             AND coalesce(batch_result, 'succeeded') IN ('succeeded', 'response')
             AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")

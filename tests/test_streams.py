@@ -1,0 +1,116 @@
+"""Logged Anthropic streams (one event payload per line) become one run per stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import runaudit.ingest.reader as reader
+from runaudit.classify import classify
+from runaudit.config import Config
+from runaudit.ingest import ingest
+from runaudit.store import Store
+from tests.conftest import flat
+
+
+def start(msg_id: str, input_tokens: int = 18) -> dict[str, Any]:
+    return {"type": "message_start", "message": {"id": msg_id, "type": "message", "role": "assistant",
+                                                  "content": [], "model": "claude-sonnet-4-5", "stop_reason": None,
+                                                  "stop_sequence": None,
+                                                  "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}
+
+
+def text_block(*parts: str, index: int = 0) -> list[dict[str, Any]]:
+    return ([{"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}]
+            + [{"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": p}}
+               for p in parts]
+            + [{"type": "content_block_stop", "index": index}])
+
+
+def end(stop_reason: str, output_tokens: int, **delta: Any) -> list[dict[str, Any]]:
+    return [{"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None, **delta},
+             "usage": {"output_tokens": output_tokens}},
+            {"type": "message_stop"}]
+
+
+REFUSAL = [start("msg_refusal"), {"type": "ping"}, *text_block("Sure, the"),
+           *end("refusal", 4, stop_details={"type": "refusal", "category": "cyber", "explanation": None})]
+OK = [start("msg_ok", 10), *text_block("## Summary\nRevenue grew ", "4% week over week."), *end("end_turn", 12)]
+ERRORED = [start("msg_err"), *text_block("Partial")[:2],
+           {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}]
+TOOL = [start("msg_tool"), {"type": "content_block_start", "index": 0,
+                            "content_block": {"type": "tool_use", "id": "tu_1", "name": "search", "input": {}}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+        {"type": "content_block_stop", "index": 0}, *end("tool_use", 9)]
+CUT = [start("msg_cut"), *text_block("The report is")[:2]]  # the process died: no message_delta, no stop
+
+
+def write(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    return path
+
+
+def outcomes(store: Store) -> list[tuple[Any, ...]]:
+    return store.rows("SELECT r.run_id, r.source_line, r.shape, c.outcome, c.rule_code, r.response_text, "
+                      "r.refusal_category, r.input_tokens, r.output_tokens, r.tool_calls "
+                      "FROM runs r JOIN classifications c USING (rid) ORDER BY r.source_file, r.source_line")
+
+
+def test_streams_are_assembled_and_classified(store: Store, tmp_path: Path) -> None:
+    events = REFUSAL + OK + TOOL + ERRORED + CUT
+    res = ingest(store, [write(tmp_path / "s.jsonl", events)])
+    assert (res.lines, res.ingested, res.runs_added, res.duplicates, res.quarantined) == (len(events), len(events),
+                                                                                         5, 0, 0)
+    classify(store, Config())
+    got = {r[0]: r[1:] for r in outcomes(store)}
+    # a refusal after partial text is declined, whatever text came first; its category is kept
+    assert got["msg_refusal"] == (1, "anthropic_stream", "declined", "DE01", "Sure, the", "cyber", 18, 4, 0)
+    assert got["msg_ok"][2:5] == ("ok", "OK00", "## Summary\nRevenue grew 4% week over week.")
+    assert got["msg_ok"][6:8] == (10, 12)  # input tokens from message_start, output from the last message_delta
+    assert got["msg_tool"][2:4] == ("ok", "OK00") and got["msg_tool"][8] == 1
+    # an error event after a 200: infrastructure, and one run (the error line is part of its stream)
+    assert got["msg_err"][2:4] == ("infra_error", "IN02")
+    # cut off before message_delta: the stream never finished, an infrastructure error, not a degraded answer
+    assert got["msg_cut"][2:4] == ("infra_error", "IN07")
+    raw = json.loads(store.scalar("SELECT raw FROM runs WHERE run_id = 'msg_refusal'"))
+    assert raw["_stream"] == {"events": len(REFUSAL), "first_line": 1, "last_line": len(REFUSAL)}
+    assert "assembled_from_stream" in store.scalar("SELECT notes FROM runs WHERE run_id = 'msg_ok'")
+
+
+@pytest.mark.parametrize("window", [120, 400, 900, 1500])
+def test_streams_across_window_boundaries(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          window: int) -> None:
+    """Windows cut streams anywhere (even a window smaller than one stream): the runs are the same."""
+    events = [flat(run_id="before")] + REFUSAL + OK + [flat(run_id="between")] + ERRORED + TOOL + CUT
+    log = write(tmp_path / "s.jsonl", events)
+    monkeypatch.setattr(reader, "WINDOW_BYTES", window)
+    res = ingest(store, [log])
+    classify(store, Config())
+    assert (res.lines, res.ingested, res.runs_added, res.quarantined) == (len(events), len(events), 7, 0)
+    assert [(r[0], r[3], r[4]) for r in outcomes(store)] == [
+        ("before", "ok", "OK00"), ("msg_refusal", "declined", "DE01"), ("msg_ok", "ok", "OK00"),
+        ("between", "ok", "OK00"), ("msg_err", "infra_error", "IN02"), ("msg_tool", "ok", "OK00"),
+        ("msg_cut", "infra_error", "IN07")]
+
+
+def test_reingest_append_and_orphan_events(store: Store, tmp_path: Path) -> None:
+    log = write(tmp_path / "s.jsonl", REFUSAL + OK)
+    ingest(store, [log])
+    again = ingest(store, [log])
+    assert (again.ingested, again.duplicates, again.runs_added) == (0, len(REFUSAL + OK), 0)
+    with log.open("a", encoding="utf-8") as f:  # the nightly job appends one more stream
+        f.write("".join(json.dumps(e) + "\n" for e in TOOL))
+    grown = ingest(store, [log])
+    assert (grown.ingested, grown.runs_added, grown.duplicates) == (len(TOOL), 1, len(REFUSAL + OK))
+    # a file that starts mid-stream: the events without their message_start are quarantined, named as such;
+    # an error event after a finished stream is a run of its own
+    orphan = write(tmp_path / "o.jsonl", OK[3:] + [{"type": "error", "error": {"type": "api_error",
+                                                                               "message": "Internal"}}])
+    res = ingest(store, [orphan])
+    assert (res.quarantined, res.runs_added) == (len(OK) - 3, 1)
+    detail = store.scalar("SELECT detail FROM quarantine WHERE source_file = ? ORDER BY source_line LIMIT 1",
+                          [str(orphan)])
+    assert "no message_start before it" in detail
