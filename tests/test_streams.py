@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import runaudit.ingest.reader as reader
 from runaudit.classify import classify
@@ -114,3 +116,30 @@ def test_reingest_append_and_orphan_events(store: Store, tmp_path: Path) -> None
     detail = store.scalar("SELECT detail FROM quarantine WHERE source_file = ? ORDER BY source_line LIMIT 1",
                           [str(orphan)])
     assert "no message_start before it" in detail
+
+
+EVENT_TYPES = ["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
+               "message_stop", "ping", "error"]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(st.fixed_dictionaries(
+    {"type": st.sampled_from(EVENT_TYPES)},
+    optional={k: st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                              lambda c: st.lists(c, max_size=2) | st.dictionaries(
+                                  st.sampled_from(["id", "text", "type", "stop_reason", "usage", "input_tokens"]),
+                                  c, max_size=3), max_leaves=6)
+              for k in ("message", "delta", "content_block", "usage", "error")}), min_size=1, max_size=40),
+       window=st.sampled_from([64, 300, 1 << 20]))
+def test_any_event_sequence_is_accounted_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             events: list[dict[str, Any]], window: int) -> None:
+    monkeypatch.setattr(reader, "WINDOW_BYTES", window)
+    log = write(tmp_path / "fz.jsonl", events)
+    db = tmp_path / "fz.duckdb"
+    db.unlink(missing_ok=True)
+    with Store.open(db) as s:
+        res = ingest(s, [log])
+        classify(s, Config())
+        assert res.lines == len(events) == res.ingested + res.duplicates + res.blank + res.quarantined
+        assert s.scalar("SELECT count(*) FROM runs") == res.runs_added
+        assert s.scalar("SELECT count(*) FROM quarantine") == res.quarantined
