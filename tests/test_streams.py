@@ -115,11 +115,83 @@ def test_reingest_append_and_orphan_events(store: Store, tmp_path: Path) -> None
     assert (res.quarantined, res.runs_added) == (len(OK) - 3, 1)
     detail = store.scalar("SELECT detail FROM quarantine WHERE source_file = ? ORDER BY source_line LIMIT 1",
                           [str(orphan)])
-    assert "no message_start before it" in detail
+    assert "no message_start or response.created before it" in detail
+
+
+
+def chunk(cid: str, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return {"id": cid, "object": "chat.completion.chunk", "created": 1781000000, "model": "gpt-4.1",
+            "choices": choices, **extra}
+
+
+CHAT_OK = [chunk("c-ok", {"role": "assistant", "content": ""}), chunk("c-ok", {"content": "Revenue grew "}),
+           chunk("c-ok", {"content": "4%."}), chunk("c-ok", {}, "stop"),
+           chunk("c-ok", None, usage={"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10})]
+CHAT_REFUSAL = [chunk("c-ref", {"role": "assistant", "content": None, "refusal": ""}),
+                chunk("c-ref", {"refusal": "I can't help with that."}), chunk("c-ref", {}, "stop")]
+CHAT_FILTER = [chunk("c-flt", {"role": "assistant", "content": "Here is"}), chunk("c-flt", {}, "content_filter")]
+CHAT_TOOL = [chunk("c-tool", {"role": "assistant", "tool_calls": [
+                 {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}),
+             chunk("c-tool", {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+             chunk("c-tool", {}, "tool_calls")]
+CHAT_CUT = [chunk("c-cut", {"role": "assistant", "content": "The"}), chunk("c-cut", {"content": " report"})]
+
+
+def responses(rid: str, status: str | None, text: str = "", **terminal: Any) -> list[dict[str, Any]]:
+    shell = {"id": rid, "object": "response", "model": "gpt-5", "created_at": 1781000000}
+    out = [{"type": "response.created", "sequence_number": 0, "response": {**shell, "status": "in_progress",
+                                                                              "output": []}},
+           {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", "output_index": 0,
+            "content_index": 0, "delta": text}]
+    if status:
+        out.append({"type": f"response.{status}", "sequence_number": 2, "response": {
+            **shell, "status": status, "output": [{"type": "message", "content": [
+                {"type": "output_text", "text": text}]}], **terminal}})
+    return out
+
+
+RESP_OK = responses("r-ok", "completed", "Hello there.")
+RESP_TRUNC = responses("r-trunc", "incomplete", "Cut", incomplete_details={"reason": "max_output_tokens"})
+RESP_CUT = responses("r-cut", None, "Half")
+
+
+def test_openai_streams_are_assembled(store: Store, tmp_path: Path) -> None:
+    """Chat chunks (grouped by id) and Responses stream events become one run per call, not one per line."""
+    events = CHAT_OK + RESP_OK + CHAT_REFUSAL + CHAT_FILTER + RESP_TRUNC + CHAT_TOOL + CHAT_CUT + RESP_CUT
+    res = ingest(store, [write(tmp_path / "o.jsonl", events)])
+    assert (res.lines, res.ingested, res.runs_added, res.quarantined) == (len(events), len(events), 8, 0)
+    classify(store, Config())
+    got = {r[0]: r for r in store.rows(
+        "SELECT r.run_id, r.shape, c.outcome, c.rule_code, r.response_text, r.input_tokens, r.output_tokens, "
+        "r.tool_calls, r.ts FROM runs r JOIN classifications c USING (rid)")}
+    assert got["c-ok"][1:7] == ("openai_chat_stream", "ok", "OK00", "Revenue grew 4%.", 7, 3)
+    assert str(got["c-ok"][8]).startswith("2026-06-09")  # "created" of the chunks is the run's time
+    assert got["c-ref"][2:4] == ("declined", "DE02")  # the refusal field, though finish_reason is "stop"
+    assert got["c-flt"][2:4] == ("declined", "DE03")
+    assert got["c-tool"][2:4] == ("ok", "OK00") and got["c-tool"][7] == 1
+    assert got["c-cut"][2:4] == ("infra_error", "IN07")  # no finish_reason: the stream never ended
+    assert got["r-ok"][1:5] == ("openai_responses_stream", "ok", "OK00", "Hello there.")
+    assert got["r-trunc"][2:4] == ("degraded", "DG01")
+    assert got["r-cut"][2:4] == ("infra_error", "IN07")  # only response.created: still in progress
+
+
+@pytest.mark.parametrize("window", [150, 500, 1300])
+def test_openai_streams_across_window_boundaries(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 window: int) -> None:
+    events = CHAT_OK + RESP_OK + [flat(run_id="between")] + CHAT_REFUSAL + RESP_TRUNC + CHAT_CUT
+    monkeypatch.setattr(reader, "WINDOW_BYTES", window)
+    res = ingest(store, [write(tmp_path / "o.jsonl", events)])
+    classify(store, Config())
+    assert (res.lines, res.runs_added, res.quarantined) == (len(events), 6, 0)
+    assert sorted(store.rows("SELECT r.run_id, c.rule_code FROM runs r JOIN classifications c USING (rid)")) == [
+        ("between", "OK00"), ("c-cut", "IN07"), ("c-ok", "OK00"), ("c-ref", "DE02"), ("r-ok", "OK00"),
+        ("r-trunc", "DG01")]
 
 
 EVENT_TYPES = ["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
-               "message_stop", "ping", "error"]
+               "message_stop", "ping", "error", "response.created", "response.output_text.delta",
+               "response.completed"]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -129,7 +201,8 @@ EVENT_TYPES = ["message_start", "content_block_start", "content_block_delta", "c
                               lambda c: st.lists(c, max_size=2) | st.dictionaries(
                                   st.sampled_from(["id", "text", "type", "stop_reason", "usage", "input_tokens"]),
                                   c, max_size=3), max_leaves=6)
-              for k in ("message", "delta", "content_block", "usage", "error")}), min_size=1, max_size=40),
+              for k in ("message", "delta", "content_block", "usage", "error", "choices", "response")}
+    | {"object": st.just("chat.completion.chunk"), "id": st.sampled_from(["a", "b", 7])}), min_size=1, max_size=40),
        window=st.sampled_from([64, 300, 1 << 20]))
 def test_any_event_sequence_is_accounted_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              events: list[dict[str, Any]], window: int) -> None:

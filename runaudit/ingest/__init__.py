@@ -242,8 +242,8 @@ SELECT $file, line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $i
               THEN 'invalid JSON; the last line has no newline: likely truncated'
          WHEN kind = 'invalid' THEN 'invalid JSON' || CASE WHEN bad_utf8 THEN ' (and invalid UTF-8)' ELSE '' END
          WHEN kind = 'not_object' THEN 'valid JSON but a ' || lower(json_type(line)) || ', not an object'
-         WHEN ev_type IS NOT NULL THEN 'a stream event (' || ev_type || ') with no message_start before it in '
-              || 'this file: the start of its stream is missing'
+         WHEN ev_type IS NOT NULL THEN 'a stream event (' || ev_type || ') with no message_start or '
+              || 'response.created before it in this file: the start of its stream is missing'
          ELSE 'JSON object with no recognisable fields (keys: ' ||
               coalesce(array_to_string(json_keys(line)[1:12], ', '), '') || ')' END AS detail
   FROM _final WHERE kind IN ('invalid', 'not_object', 'too_long') OR (kind = 'object' AND shape IS NULL)
@@ -269,7 +269,8 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
     first_line = ctx["line0"] + 1
     parts, defer = 0, None
     if streams.has_stream_events(store):
-        parts, defer = streams.assemble(store, final_sql, map_params, first_line=first_line, last_window=win.eof,
+        parts, defer = streams.assemble(store, final_sql, map_params, first_line=first_line,
+                                        last_line=first_line + win.lines - 1, last_window=win.eof,
                                         can_grow=win.can_grow)
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,

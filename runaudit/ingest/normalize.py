@@ -342,7 +342,9 @@ SELECT
   u.topic AS topic,
   p.type = 'error' AS is_error_body,
   CASE WHEN shape IS NULL AND u.type IN __STREAM_EVENTS__ THEN u.type
-       WHEN shape = 'anthropic' AND u.type = 'error' THEN 'error' END AS ev_type
+       WHEN shape = 'anthropic' AND u.type = 'error' THEN 'error'
+       WHEN u.object = 'chat.completion.chunk' THEN 'chunk'
+       WHEN starts_with(u.type, 'response.') THEN u.type END AS ev_type
 FROM p2
 """
 

@@ -1,20 +1,28 @@
-"""Assemble logged Anthropic streams (one event payload per line) into one run per stream.
+"""Assemble logged streams (one event payload per line) into one run per stream.
 
-A logged stream is ``message_start``, ``content_block_*``, ``message_delta``, ``message_stop`` (and ``ping``)
-lines, as loggers write the ``data`` payloads of the SSE stream. The events of one stream carry no shared id, so
-a stream is the run of event lines from one ``message_start`` to the next: streams written one after another
-are told apart; streams interleaved in one file (concurrent calls logging to the same file) are not.
+Loggers write the ``data`` payloads of an SSE stream one per line. Three families are read:
 
-Each stream becomes one Anthropic ``Message`` (shape ``anthropic_stream``) built the way the SDK accumulates a
-stream: the text deltas concatenated in order, the last ``message_delta``'s ``stop_reason``, ``stop_details``
-and cumulative ``output_tokens``, ``input_tokens`` from ``message_start``, and the non-text blocks (tool calls)
-from ``content_block_start``. An ``error`` event inside a stream makes the run that error (the status was 200,
-the call still failed). A stream with no ``message_delta`` keeps ``stop_reason`` null: the stream was cut off,
-an infrastructure error (IN07), never a degraded answer. The assembled message is stored as the run's ``raw``
-with ``_stream`` (event count, first and last line); the run's source line is the ``message_start`` line.
+* Anthropic: ``message_start``, ``content_block_*``, ``message_delta``, ``message_stop`` (and ``ping``). The
+  events carry no shared id, so a stream runs from one ``message_start`` to the next. It becomes one
+  ``Message`` (shape ``anthropic_stream``) built the way the SDK accumulates it: text deltas joined in order, the
+  last ``message_delta``'s ``stop_reason``, ``stop_details`` and cumulative ``output_tokens``, ``input_tokens``
+  from ``message_start``, non-text blocks (tool calls) from ``content_block_start``. An ``error`` event inside
+  the stream makes the run that error (the status was 200, the call still failed); one after the stream's
+  ``message_stop`` is a run of its own.
+* OpenAI chat chunks (``object: chat.completion.chunk``), grouped by their shared ``id``: one
+  ``chat.completion`` (shape ``openai_chat_stream``) with content and refusal deltas joined apart, the last
+  ``finish_reason``, the usage chunk, the tool calls; an ``error`` object in a chunk makes it an error body.
+* OpenAI Responses stream events (``type: response.*``), from one ``response.created`` to the next: the last
+  full ``response`` object they carry (the terminal ``response.completed`` / ``incomplete`` / ``failed`` holds
+  the whole response), shape ``openai_responses_stream``.
+
+A stream that never reached its end keeps no stop reason (or an ``in_progress`` status): cut off, an
+infrastructure error (IN07), never a degraded answer. Streams interleaved in one file (concurrent calls logging
+to the same file) are only told apart for chat chunks. The assembled response is the run's ``raw``, with
+``_stream`` (event count, first and last line); the run's source line is the stream's first line.
 
 Counting: every event line of a stream is ``ingested`` when its stream became a new run, else ``duplicates``.
-An event line before any ``message_start`` (a file that starts mid-stream) is quarantined with a reason.
+An event line before any start of its stream (a file that starts mid-stream) is quarantined with a reason.
 """
 
 from __future__ import annotations
@@ -23,38 +31,60 @@ from typing import Any
 
 from runaudit.store import Store
 
-# Event lines grouped into streams (``sid``); an error event after its stream's message_stop stands alone.
+# Event lines grouped into streams (``sid``) by family: Anthropic events from one message_start to the next,
+# OpenAI chat chunks by their shared ``id``, Responses stream events from one ``response.created`` to the next.
+# An Anthropic error event after its stream's message_stop stands alone (a run of its own).
 EVENTS_SQL = """
 CREATE OR REPLACE TEMP TABLE _ev AS
 WITH e AS (
   SELECT line_no, byte_offset, nbytes, ev_type, line,
-         sum(CASE WHEN ev_type = 'message_start' THEN 1 ELSE 0 END) OVER (ORDER BY line_no) AS sid
-  FROM _final WHERE ev_type IS NOT NULL AND (shape IS NULL OR ev_type = 'error')
+         CASE WHEN ev_type = 'chunk' THEN 'openai' WHEN starts_with(ev_type, 'response.') THEN 'responses'
+              ELSE 'anthropic' END AS fam
+  FROM _final
+  WHERE ev_type IS NOT NULL AND (shape IS NULL OR ev_type IN ('error', 'chunk') OR starts_with(ev_type, 'response.'))
+), n AS (
+  SELECT *, sum(CASE WHEN ev_type IN ('message_start', 'response.created') THEN 1 ELSE 0 END)
+                OVER (PARTITION BY fam ORDER BY line_no) AS n
+  FROM e
+), g AS (
+  SELECT *, CASE WHEN fam = 'openai' THEN 'o:' || coalesce(json_extract_string(line, '$.id'), '')
+                 WHEN n > 0 THEN fam || ':' || n END AS sid
+  FROM n
 ), s AS (
-  SELECT sid, min(line_no) FILTER (WHERE ev_type = 'message_stop') AS stop_line FROM e GROUP BY sid
+  SELECT sid, min(line_no) FILTER (WHERE ev_type = 'message_stop') AS stop_line FROM g GROUP BY sid
 )
-SELECT e.* FROM e JOIN s USING (sid)
-WHERE e.sid > 0 AND NOT (e.ev_type = 'error' AND s.stop_line IS NOT NULL AND e.line_no > s.stop_line)
+SELECT g.* EXCLUDE (n) FROM g JOIN s USING (sid)
+WHERE g.sid IS NOT NULL AND NOT (g.ev_type = 'error' AND s.stop_line IS NOT NULL AND g.line_no > s.stop_line)
 """
 
-# The last stream of the window, and whether it has ended (message_stop or an error event).
-LAST_STREAM_SQL = """
-SELECT min(line_no), min(byte_offset), bool_or(ev_type IN ('message_stop', 'error'))
-FROM _ev WHERE sid = (SELECT max(sid) FROM _ev)
+# Streams that may go on past the window: the last Anthropic and the last Responses stream when they have no
+# terminal event, and the chat-chunk stream holding the window's last line (a usage chunk can follow the end).
+OPEN_STREAMS_SQL = """
+SELECT min(start_line), min(start_off) FROM (
+  SELECT sid, fam, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
+         bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete',
+                             'response.failed')) AS ended,
+         max(CASE WHEN fam <> 'openai' THEN start_line END) OVER (PARTITION BY fam) AS last_start
+  FROM (SELECT *, min(line_no) OVER (PARTITION BY sid) AS start_line FROM _ev)
+  GROUP BY sid, fam, start_line
+)
+WHERE (fam <> 'openai' AND start_line = last_start AND NOT ended) OR (fam = 'openai' AND end_line = $last_line)
 """
 
-# One assembled Message (or error body) per stream, as a line for the normal parse.
+# One assembled response per stream, as a line for the normal parse.
 ASSEMBLE_SQL = """
 CREATE OR REPLACE TEMP TABLE _streams AS
 WITH x AS (
-  SELECT sid, line_no, byte_offset, nbytes, ev_type, line,
+  SELECT sid, fam, line_no, byte_offset, nbytes, ev_type, line,
          CASE WHEN ev_type = 'content_block_delta' THEN json_extract_string(line, '$.delta.type') END AS dtype,
          CASE WHEN ev_type = 'content_block_start' THEN json_extract_string(line, '$.content_block.type') END
-             AS btype
+             AS btype,
+         CASE WHEN fam = 'openai' THEN json_extract(line, '$.choices[0]') END AS ch
   FROM _ev
 ), g AS (
-  SELECT sid, min(line_no) AS line_no, min(byte_offset) AS byte_offset, sum(nbytes) AS nbytes,
-    count(*) AS events, max(line_no) AS last_line,
+  SELECT sid, any_value(fam) AS fam, min(line_no) AS line_no, min(byte_offset) AS byte_offset,
+    sum(nbytes) AS nbytes, count(*) AS events, max(line_no) AS last_line,
+    -- Anthropic
     any_value(json_extract(line, '$.message')) FILTER (WHERE ev_type = 'message_start') AS msg,
     string_agg(json_extract_string(line, '$.delta.text'), '' ORDER BY line_no) FILTER (WHERE dtype = 'text_delta')
         AS text,
@@ -63,11 +93,42 @@ WITH x AS (
         AS out_tok,
     list(json_extract(line, '$.content_block') ORDER BY line_no)
         FILTER (WHERE btype IS NOT NULL AND btype <> 'text') AS blocks,
-    arg_min(json_extract(line, '$.error'), line_no) FILTER (WHERE ev_type = 'error') AS err
+    arg_min(json_extract(line, '$.error'), line_no) FILTER (WHERE ev_type = 'error') AS err,
+    -- OpenAI chat chunks: content and refusal deltas joined apart, the last finish_reason, usage, tool calls
+    any_value(json_extract_string(line, '$.id')) FILTER (WHERE fam = 'openai') AS cid,
+    any_value(json_extract_string(line, '$.model')) FILTER (WHERE fam = 'openai') AS cmodel,
+    min(json_extract(line, '$.created')) FILTER (WHERE fam = 'openai') AS created,
+    string_agg(json_extract_string(ch, '$.delta.content'), '' ORDER BY line_no) AS content,
+    string_agg(json_extract_string(ch, '$.delta.refusal'), '' ORDER BY line_no) AS refusal,
+    arg_max(json_extract_string(ch, '$.finish_reason'), line_no)
+        FILTER (WHERE json_extract_string(ch, '$.finish_reason') IS NOT NULL) AS finish,
+    list(json_extract(ch, '$.delta.tool_calls[0]') ORDER BY line_no)
+        FILTER (WHERE json_extract_string(ch, '$.delta.tool_calls[0].id') IS NOT NULL) AS calls,
+    arg_max(json_extract(line, '$.usage'), line_no) FILTER (WHERE json_type(line, '$.usage') = 'OBJECT') AS cusage,
+    arg_min(json_extract(line, '$.error'), line_no)
+        FILTER (WHERE fam = 'openai' AND json_type(line, '$.error') = 'OBJECT') AS cerr,
+    -- Responses: the last full response object (the terminal event carries the whole response)
+    arg_max(json_extract(line, '$.response'), line_no)
+        FILTER (WHERE fam = 'responses' AND json_type(line, '$.response') = 'OBJECT') AS resp
   FROM x GROUP BY sid
 )
 SELECT sid, line_no, byte_offset, nbytes, events,
-  (CASE WHEN err IS NOT NULL THEN
+  (CASE
+   WHEN fam = 'responses' THEN
+     json_merge_patch(coalesce(resp, json_object('object', 'response', 'status', 'in_progress')),
+                      json_object('_stream', json_object('events', events, 'first_line', line_no,
+                                                         'last_line', last_line)))
+   WHEN fam = 'openai' AND cerr IS NOT NULL THEN
+     json_object('error', cerr, 'id', cid, 'model', cmodel,
+                 '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
+   WHEN fam = 'openai' THEN
+     json_object('id', cid, 'object', 'chat.completion', 'created', created, 'model', cmodel,
+                 'choices', to_json([json_object('index', 0, 'finish_reason', finish,
+                     'message', json_object('role', 'assistant', 'content', content, 'refusal', refusal,
+                                            'tool_calls', CASE WHEN calls IS NOT NULL THEN to_json(calls) END))]),
+                 'usage', cusage,
+                 '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
+   WHEN err IS NOT NULL THEN
      json_object('type', 'error', 'error', err, 'id', msg->>'$.id', 'model', msg->>'$.model',
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    ELSE
@@ -92,7 +153,9 @@ FROM _streams
 MERGE_SQL = """
 DELETE FROM _final WHERE line_no IN (SELECT line_no FROM _ev);
 INSERT INTO _final BY NAME
-SELECT * REPLACE (CASE WHEN shape = 'anthropic' THEN 'anthropic_stream' ELSE shape END AS shape,
+SELECT * REPLACE (CASE shape WHEN 'anthropic' THEN 'anthropic_stream' WHEN 'openai_chat' THEN 'openai_chat_stream'
+                             WHEN 'openai_error' THEN 'openai_chat_stream'
+                             WHEN 'openai_responses' THEN 'openai_responses_stream' ELSE shape END AS shape,
                   list_append(notes, 'assembled_from_stream') AS notes)
 FROM _final_streams;
 DROP TABLE _final_streams;
@@ -108,16 +171,15 @@ JOIN runs r ON r.source_file = $file AND r.ingest_id = $ingest_id AND r.source_l
 
 def has_stream_events(store: Store) -> bool:
     """Whether the window parsed in ``_final`` holds stream event lines (other than bare error bodies)."""
-    return bool(store.scalar("SELECT count(*) FROM _final WHERE ev_type IS NOT NULL AND ev_type <> 'error' "
-                             "AND shape IS NULL"))
+    return bool(store.scalar("SELECT count(*) FROM _final WHERE ev_type IS NOT NULL AND ev_type <> 'error'"))
 
 
-def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line: int, last_window: bool,
-             can_grow: bool) -> tuple[int, tuple[int, int, bool] | None]:
+def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line: int, last_line: int,
+             last_window: bool, can_grow: bool) -> tuple[int, tuple[int, int, bool] | None]:
     """Replace the stream event lines of ``_final`` by one assembled run per stream.
 
     Returns the number of event lines folded into streams beyond one per stream, and, when the window's last
-    stream goes on past the window, ``(byte_offset, line_no, grow)`` of its ``message_start``: the caller drops
+    stream goes on past the window, ``(byte_offset, line_no, grow)`` of its first line: the caller drops
     the lines from there and reads them again with the next window — a bigger one (``grow``) when the stream
     began on this window's first line. A stream that outgrows the largest window is assembled in parts (the
     later parts are quarantined as events without a start).
@@ -127,8 +189,8 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
         return 0, None
     defer: tuple[int, int, bool] | None = None
     if not last_window:
-        start_line, start_off, ended = store.rows(LAST_STREAM_SQL)[0]
-        if not ended and (start_line > first_line or can_grow):
+        start_line, start_off = store.rows(OPEN_STREAMS_SQL, {"last_line": last_line})[0]
+        if start_line is not None and (start_line > first_line or can_grow):
             defer = (int(start_off), int(start_line), start_line == first_line)
             store.run("DELETE FROM _final WHERE line_no >= ?", [start_line])
             store.run("DELETE FROM _ev WHERE line_no >= ?", [start_line])

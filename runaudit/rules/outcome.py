@@ -153,7 +153,8 @@ class IN07Incomplete(Rule):
     def predicate(self, cfg: Config) -> Compiled:
         return Compiled("""(stop_reason = 'incomplete' OR (stop_reason_raw IS NULL AND et = '' AND em = ''
             AND ((shape IN ('anthropic', 'anthropic_stream', 'wrapped', 'anthropic_batch') AND provider = 'anthropic')
-                 OR (shape IN ('openai_chat', 'wrapped', 'openai_batch') AND provider = 'openai'))
+                 OR (shape IN ('openai_chat', 'openai_chat_stream', 'wrapped', 'openai_batch')
+                     AND provider = 'openai'))
             AND coalesce(batch_result, 'succeeded') IN ('succeeded', 'response')
             AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")
 
