@@ -189,6 +189,29 @@ def test_openai_streams_across_window_boundaries(store: Store, tmp_path: Path, m
         ("r-trunc", "DG01")]
 
 
+
+def test_raw_sse_text_is_read(store: Store, tmp_path: Path) -> None:
+    """Raw SSE as captured from the wire: data lines are the events, framing lines count as blank."""
+    sse = tmp_path / "stream.jsonl"
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in REFUSAL)
+    body += ": keep-alive comment\n" + "".join(f"data: {json.dumps(c)}\n\n" for c in CHAT_OK) + "data: [DONE]\n\n"
+    body += "data: {not json\n"
+    sse.write_text(body, encoding="utf-8")
+    res = ingest(store, [sse])
+    data_lines = len(REFUSAL) + len(CHAT_OK)
+    assert (res.runs_added, res.ingested, res.quarantined) == (2, data_lines, 1)
+    assert res.lines == res.ingested + res.blank + res.quarantined == body.count("\n")
+    classify(store, Config())
+    assert sorted(store.rows("SELECT r.run_id, c.rule_code FROM runs r JOIN classifications c USING (rid)")) == [
+        ("c-ok", "OK00"), ("msg_refusal", "DE01")]
+    assert store.scalar("SELECT raw FROM quarantine") == "data: {not json"  # kept as written
+    # framing-like lines in a log with no SSE data line are not framing: they stay visible in the quarantine
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("event: deploy\n" + json.dumps(flat(run_id="p")) + "\n", encoding="utf-8")
+    res = ingest(store, [plain])
+    assert (res.blank, res.quarantined, res.runs_added) == (0, 1, 1)
+
+
 EVENT_TYPES = ["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
                "message_stop", "ping", "error", "response.created", "response.output_text.delta",
                "response.completed"]

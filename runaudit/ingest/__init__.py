@@ -22,7 +22,7 @@ from typing import Any
 from runaudit.config import Config
 from runaudit.errors import InputFormatError
 from runaudit.ingest import streams
-from runaudit.ingest.normalize import PARSE_SELECT, STOP_REASON_CASE, build_record_sql, build_shape_sql
+from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_shape_sql, parse_select
 from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log
 from runaudit.store import Store
 from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
@@ -132,7 +132,7 @@ _TS_PARSE = """CASE
 END"""
 
 
-def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
+def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
     m, mparams = _map_exprs(cfg)
 
     def ov(fld: str, expr: str) -> str:
@@ -171,7 +171,7 @@ def _insert_sql(cfg: Config) -> tuple[str, list[Any]]:
     map_params += list(mparams) if m else []
     sql = f"""
     CREATE OR REPLACE TEMP TABLE _final AS
-    WITH _stage AS ({PARSE_SELECT}),
+    WITH _stage AS ({parse_select(sse)}),
     _shaped AS ({build_shape_sql()}),
     _records AS ({build_record_sql()}),
     m AS ({sel}),
@@ -261,7 +261,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
     # Several record batches let DuckDB scan the window on every core.
     con.register("_chunk", win.table)
     try:
-        store.run(final_sql, map_params)
+        store.run(ctx["final_sse"] if win.sse else final_sql, map_params)
     finally:
         # after a failed statement the transaction is aborted and unregister would raise over the real error
         with contextlib.suppress(Exception):
@@ -340,7 +340,7 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
         "file": path, "ingest_id": ingest_id, "max_line": cfg.max_line_bytes,
         "next_rid": int(store.scalar("SELECT coalesce(max(rid), 0) FROM runs")),
         "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime)), "record_sql": record_sql,
-        "line0": start_line,
+        "line0": start_line, "final_sse": _insert_sql(cfg, sse=True)[0],
     }
     end_off, lines = start_off, start_line
     counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0}

@@ -108,7 +108,7 @@ _PROMPT_FROM_REQUEST = f"""nullif(array_to_string(list_filter([
 # Stage 1: split blank / invalid / non-object / over-long lines from records and parse the records.
 # The reader left each line's terminator out and flagged the few lines with whitespace at an edge (a BOM, stray
 # spaces), so only those are trimmed: the stored raw line is the trimmed line, without a copy of every line.
-PARSE_SELECT = f"""
+_PARSE_SELECT = f"""
 SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired,
        CASE WHEN kind = 'object' THEN json_transform(line, '{STRUCT_SPEC}') END AS u
 FROM (
@@ -130,16 +130,43 @@ FROM (
                            THEN regexp_replace(line, '\\\\u[dD][89a-fA-F][0-9a-fA-F]{{2}}', '\\\\ufffd', 'g')
                       END AS fixed
             FROM (
-                SELECT *, orig_len AS nbytes, line = '' AS blank, NOT too_long AND json_valid(line) AS ok1
-                -- the reader left the line terminator out and flagged lines with whitespace at an edge; a BOM
-                -- (U+FEFF) that starts a line mid-file, where files were concatenated, goes too
-                FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(ltrim(trim(line), chr(65279))) ELSE line END
-                                        AS line) FROM _chunk)
+__LINES__
             )
         )
     )
 )
 """
+
+# The lines of the window. The reader left each line's terminator out and flagged lines with whitespace at an
+# edge; a BOM (U+FEFF) that starts a line mid-file, where files were concatenated, goes too.
+_LINES_PLAIN = """
+                SELECT *, orig_len AS nbytes, line = '' AS blank, NOT too_long AND json_valid(line) AS ok1
+                FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(ltrim(trim(line), chr(65279))) ELSE line END
+                                        AS line) FROM _chunk)"""
+# Raw SSE text (only for windows where the reader saw a line starting "data:"): a "data: {...}" line is read as
+# its JSON; the framing lines (event:, id:, retry:, ": comment", "data: [DONE]") count as blank.
+_LINES_SSE = """
+                SELECT *, orig_len AS nbytes, line = '' OR sse_meta AS blank,
+                       NOT too_long AND NOT sse_meta AND json_valid(line) AS ok1
+                FROM (
+                    SELECT * REPLACE (CASE WHEN sse_data AND json_valid(trim(substr(line, 6)))
+                                           THEN trim(substr(line, 6)) ELSE line END AS line),
+                           (sse_data AND trim(substr(line, 6)) = '[DONE]')
+                           OR (NOT too_long AND (starts_with(line, 'event:') OR starts_with(line, ':')
+                                                 OR starts_with(line, 'id:') OR starts_with(line, 'retry:')))
+                               AS sse_meta
+                    FROM (
+                        SELECT *, NOT too_long AND starts_with(line, 'data:') AS sse_data
+                        FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(ltrim(trim(line), chr(65279)))
+                                                ELSE line END AS line) FROM _chunk)
+                    )
+                )"""
+
+
+def parse_select(sse: bool = False) -> str:
+    """Stage 1 for a window; ``sse`` when the window holds raw SSE text."""
+    return _PARSE_SELECT.replace("__LINES__", _LINES_SSE if sse else _LINES_PLAIN)
+
 
 # Stage 2: shape detection and the payload to parse a second time.
 SHAPE_SQL = """

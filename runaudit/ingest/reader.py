@@ -32,6 +32,7 @@ class Window:
     unterminated_last: bool  # the last line had no newline (end of file)
     eof: bool = False  # no line of the file comes after this window
     can_grow: bool = False  # a rewind with grow=True would read a bigger window
+    sse: bool = False  # a line starts "data:": raw SSE text, parsed by its own SQL
 
 
 WINDOW_BYTES = 32 << 20  # bytes of lines per window (tests shrink it to cross window boundaries)
@@ -239,7 +240,8 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
         if len(out) < len(buf):
             out = bytearray(len(buf))
         table, n = _lines_table(buf, cut, line_no, pos, bom, max_line, out)
-        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap)
+        sse = buf.startswith(b"data:") or buf.find(b"\ndata:", 0, cut) >= 0
+        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap, sse)
         del table
         line_no += n
         pos += cut
