@@ -161,14 +161,18 @@ def test_migrations_from_the_first_released_schema(tmp_path: Path) -> None:
     con.execute("INSERT INTO runs (rid, record_hash, record_bytes, task_id, prompt, response_text, http_status) "
                 "VALUES (1, 1, 10, 'digest', 'Summarise this', 'Done: café', 200), "
                 "(2, 2, 10, 'digest', NULL, '   ', 200), (3, 3, 10, 'x', 'p', NULL, 503)")
+    # a verdict on the key that prompt-less runs used to share: it must still hold for the run that had it
+    old_key = hashlib.sha256(b"digest\n").hexdigest()[:16]
+    con.execute("INSERT INTO reviews VALUES (?, 'false-positive', 'checked', 'ana', now()::TIMESTAMP)", [old_key])
     con.close()
     log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="new")])
     with Store.open(p) as s:
         assert s.scalar("SELECT count(*) FROM _runaudit_migrations") == len(MIGRATIONS)
         facts = s.rows("SELECT rid, idem_key, text_chars, text_blank FROM runs ORDER BY rid")
         assert facts == [(1, hashlib.sha256(b"digest\nSummarise this").hexdigest()[:16], 10, False),
-                         (2, hashlib.sha256(b"digest\n").hexdigest()[:16], 3, True),
+                         (2, hashlib.sha256(b"digest\n\nrun:2").hexdigest()[:16], 3, True),
                          (3, hashlib.sha256(b"x\np").hexdigest()[:16], None, True)]
+        assert s.rows("SELECT idem_key, verdict, note FROM reviews") == [(facts[1][1], "false-positive", "checked")]
         ingest(s, [log])
         classify(s, Config())
         assert s.scalar("SELECT count(*) FROM audit_runs") == 4

@@ -43,6 +43,26 @@ def test_key_for_a_wrapped_request_uses_the_derived_prompt(store: Store, tmp_pat
     assert key == hashlib.sha256(b"w\nBe safe.\n\nHow do I pick a lock?").hexdigest()[:16]
 
 
+def test_runs_without_a_prompt_are_not_folded_together(store: Store, tmp_path: Path) -> None:
+    """Batch results and bare responses log no prompt: nothing says two of them had the same input, so each is
+    an item of its own (keyed by its run id) and one verdict never covers the others."""
+    lines = [{"custom_id": f"digest-2026-07-0{d}", "result": {"type": "succeeded", "message": {
+        "id": f"m{d}", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+        "stop_reason": "refusal"}}} for d in (1, 2)]
+    log = write_jsonl(tmp_path / "b.jsonl", lines)
+    ingest(store, [log])
+    classify(store, Config())
+    q = review_queue(store)
+    assert q.height == 2 and set(q["occurrences"].to_list()) == {1}
+    assert set(q["key"].to_list()) == {hashlib.sha256(f"digest\n\nrun:digest-2026-07-0{d}".encode()).hexdigest()[:16]
+                                       for d in (1, 2)}
+    resolve(store, q["key"][0], "false-positive")
+    classify(store, Config())
+    assert summary(store)["outcomes"]["declined"] == 1
+    ingest(store, [log])  # re-ingesting the same results keeps the same keys
+    assert review_queue(store, "all").height == 2
+
+
 def test_repeats_across_weeks_fold_into_one_item(store: Store, tmp_path: Path) -> None:
     for week in range(3):
         ingest(store, [write_jsonl(tmp_path / f"week{week}.jsonl", _declines(week, 2))])

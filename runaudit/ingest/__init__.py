@@ -224,7 +224,8 @@ SELECT n.rid, run_id, n.h, n.blen, shape, provider,
        try_cast(try_cast(in_tok_raw AS DOUBLE) AS BIGINT), try_cast(try_cast(out_tok_raw AS DOUBLE) AS BIGINT),
        try_cast(latency_raw AS DOUBLE), tool_calls, batch_result, custom_id, topic,
        $file, x.line_no, byte_offset, $ingest_id, notes, line,
-       {IDEM_KEY_SQL.format(task="coalesce(task_id, 'unknown')", prompt="prompt")},
+       {IDEM_KEY_SQL.format(task="coalesce(task_id, 'unknown')", prompt="prompt",
+                            run="coalesce(run_id, n.h::VARCHAR)")},
        {TEXT_CHARS_SQL.format(text="response_text")}, {TEXT_BLANK_SQL.format(text="response_text")}
 FROM _final x JOIN fresh n ON n.line_no = x.line_no
 """

@@ -106,7 +106,13 @@ def m002_audit_view(con: Any) -> None:
 
 # Per-run facts derived from the stored text at ingest, so that reclassification after a rule change need not
 # read (and decompress) the prompt and response columns: the review key, the reply's length, whether it is blank.
-IDEM_KEY_SQL = "left(sha256(coalesce({task}, '') || chr(10) || coalesce({prompt}, '')), 16)"
+# The key is the first 16 hex of sha256(f"{task_id}\n{prompt}"). A run with no prompt logged (a bare provider
+# response, a batch result line) cannot be recognised as a repeat of anything: it gets a key of its own, from
+# the run's id (or its record hash), so one verdict never silently covers other prompt-less runs of the task.
+IDEM_KEY_SQL = ("CASE WHEN nullif({prompt}, '') IS NULL "
+                "THEN left(sha256(coalesce({task}, '') || chr(10) || chr(10) || 'run:' || {run}), 16) "
+                "ELSE left(sha256(coalesce({task}, '') || chr(10) || {prompt}), 16) END")
+_M003_IDEM_KEY_SQL = "left(sha256(coalesce({task}, '') || chr(10) || coalesce({prompt}, '')), 16)"
 TEXT_CHARS_SQL = "length({text})"
 TEXT_BLANK_SQL = "({text} IS NULL OR (strlen({text}) < 256 AND trim({text}) = ''))"
 
@@ -117,9 +123,30 @@ def m003_run_facts(con: Any) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN idem_key VARCHAR")
     con.execute("ALTER TABLE runs ADD COLUMN text_chars BIGINT")
     con.execute("ALTER TABLE runs ADD COLUMN text_blank BOOLEAN")
-    con.execute(f"UPDATE runs SET idem_key = {IDEM_KEY_SQL.format(task='task_id', prompt='prompt')}, "
+    con.execute(f"UPDATE runs SET idem_key = {_M003_IDEM_KEY_SQL.format(task='task_id', prompt='prompt')}, "
                 f"text_chars = {TEXT_CHARS_SQL.format(text='response_text')}, "
                 f"text_blank = {TEXT_BLANK_SQL.format(text='response_text')}")
+
+
+
+@migration
+def m004_own_key_without_prompt(con: Any) -> None:
+    """Runs with no prompt get a review key of their own (they used to share sha256(task + "\n")).
+
+    A verdict given to the old shared key is copied to the new key of every run that had it, so what a person
+    decided still holds for those runs; later prompt-less runs are no longer covered by it.
+    """
+    new_key = IDEM_KEY_SQL.format(task="task_id", prompt="prompt", run="coalesce(run_id, record_hash::VARCHAR)")
+    con.execute(f"CREATE TEMP TABLE _m004 AS SELECT rid, idem_key AS old_key, {new_key} AS new_key FROM runs "
+                "WHERE nullif(prompt, '') IS NULL")
+    con.execute("INSERT OR IGNORE INTO reviews SELECT DISTINCT ON (m.new_key) m.new_key, v.* EXCLUDE (idem_key) "
+                "FROM _m004 m JOIN reviews v ON v.idem_key = m.old_key")
+    con.execute("DELETE FROM reviews WHERE idem_key IN (SELECT old_key FROM _m004) "
+                "AND idem_key NOT IN (SELECT new_key FROM _m004)")
+    con.execute("UPDATE runs SET idem_key = m.new_key FROM _m004 m WHERE runs.rid = m.rid")
+    con.execute("UPDATE classifications SET idem_key = m.new_key FROM _m004 m "
+                "WHERE classifications.rid = m.rid AND classifications.idem_key IS NOT NULL")
+    con.execute("DROP TABLE _m004")
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
