@@ -256,13 +256,14 @@ def _count(store: Store, sql: str) -> int:
     return int(store.scalar(sql) or 0)
 
 
-def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
-                    map_params: list[Any]) -> dict[str, int]:
+def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str],
+                    map_params: list[Any]) -> dict[str, Any]:
+    """Parse, quarantine and insert one window; ``final_sql`` is (plain, raw-SSE) variants of the parse."""
     con = store.con
     # Several record batches let DuckDB scan the window on every core.
     con.register("_chunk", win.table)
     try:
-        store.run(ctx["final_sse"] if win.sse else final_sql, map_params)
+        store.run(final_sql[1] if win.sse else final_sql[0], map_params)
     finally:
         # after a failed statement the transaction is aborted and unregister would raise over the real error
         with contextlib.suppress(Exception):
@@ -270,7 +271,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
     first_line = ctx["line0"] + 1
     parts, defer = 0, None
     if streams.has_stream_events(store):
-        parts, defer = streams.assemble(store, final_sql, map_params, first_line=first_line,
+        parts, defer = streams.assemble(store, final_sql[0], map_params, first_line=first_line,
                                         last_line=first_line + win.lines - 1, last_window=win.eof,
                                         can_grow=win.can_grow)
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
@@ -294,7 +295,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: str,
 
 
 def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress: ProgressFn | None,
-                 final_sql: str, map_params: list[Any], record_sql: str) -> FileResult:
+                 final_sql: tuple[str, str], map_params: list[Any]) -> FileResult:
     try:
         st = os.stat(path)
     except OSError as e:
@@ -340,8 +341,7 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
     ctx: dict[str, Any] = {
         "file": path, "ingest_id": ingest_id, "max_line": cfg.max_line_bytes,
         "next_rid": int(store.scalar("SELECT coalesce(max(rid), 0) FROM runs")),
-        "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime)), "record_sql": record_sql,
-        "line0": start_line, "final_sse": _insert_sql(cfg, sse=True)[0],
+        "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime)), "line0": start_line,
     }
     end_off, lines = start_off, start_line
     counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0}
@@ -407,11 +407,11 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     t0 = time.perf_counter()
     result = IngestResult(files=len(files))
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))
-    final_sql, map_params = _insert_sql(cfg)
-    record_sql = ""
+    plain_sql, map_params = _insert_sql(cfg)
+    final_sql = (plain_sql, _insert_sql(cfg, sse=True)[0])
     for path in files:
         try:
-            fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params, record_sql)
+            fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params)
         except InputFormatError as e:
             fr = FileResult(path=path, mode="error", error=e.message)
             result.errors.append({"file": path, "error": e.message})
