@@ -59,8 +59,11 @@ def ingest(
     if as_json:
         echo_json(res.as_dict())
     else:
-        typer.echo(f"{res.files} file(s), {res.lines} line(s): {res.ingested} ingested, {res.duplicates} duplicate(s), "
-                   f"{res.blank} blank, {res.quarantined} quarantined ({res.seconds:.1f}s)")
+        streamed = f" (as {res.runs_added} new run(s): streams fold their events)" \
+            if res.runs_added != res.ingested else ""
+        typer.echo(f"{res.files} file(s), {res.lines} line(s): {res.ingested} ingested{streamed}, "
+                   f"{res.duplicates} duplicate(s), {res.blank} blank, {res.quarantined} quarantined "
+                   f"({res.seconds:.1f}s)")
     _report_ingest_errors(res)
     if res.errors:
         raise typer.Exit(int(ExitCode.INPUT))
