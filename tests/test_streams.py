@@ -154,13 +154,16 @@ def responses(rid: str, status: str | None, text: str = "", **terminal: Any) -> 
 RESP_OK = responses("r-ok", "completed", "Hello there.")
 RESP_TRUNC = responses("r-trunc", "incomplete", "Cut", incomplete_details={"reason": "max_output_tokens"})
 RESP_CUT = responses("r-cut", None, "Half")
+RESP_ERR = responses("r-err", None, "Hal") + [{"type": "error", "sequence_number": 2, "code": "rate_limit_exceeded",
+                                              "message": "Rate limit reached", "param": None}]
 
 
 def test_openai_streams_are_assembled(store: Store, tmp_path: Path) -> None:
     """Chat chunks (grouped by id) and Responses stream events become one run per call, not one per line."""
-    events = CHAT_OK + RESP_OK + CHAT_REFUSAL + CHAT_FILTER + RESP_TRUNC + CHAT_TOOL + CHAT_CUT + RESP_CUT
+    events = (CHAT_OK + RESP_OK + CHAT_REFUSAL + CHAT_FILTER + RESP_TRUNC + CHAT_TOOL + CHAT_CUT + RESP_ERR
+              + RESP_CUT)
     res = ingest(store, [write(tmp_path / "o.jsonl", events)])
-    assert (res.lines, res.ingested, res.runs_added, res.quarantined) == (len(events), len(events), 8, 0)
+    assert (res.lines, res.ingested, res.runs_added, res.quarantined) == (len(events), len(events), 9, 0)
     classify(store, Config())
     got = {r[0]: r for r in store.rows(
         "SELECT r.run_id, r.shape, c.outcome, c.rule_code, r.response_text, r.input_tokens, r.output_tokens, "
@@ -174,6 +177,7 @@ def test_openai_streams_are_assembled(store: Store, tmp_path: Path) -> None:
     assert got["r-ok"][1:5] == ("openai_responses_stream", "ok", "OK00", "Hello there.")
     assert got["r-trunc"][2:4] == ("degraded", "DG01")
     assert got["r-cut"][2:4] == ("infra_error", "IN07")  # only response.created: still in progress
+    assert got["r-err"][2:4] == ("infra_error", "IN01")  # an error event mid-stream, classified by its code
 
 
 @pytest.mark.parametrize("window", [150, 500, 1300])

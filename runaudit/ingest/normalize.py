@@ -370,6 +370,8 @@ SELECT
   p.type = 'error' AS is_error_body,
   CASE WHEN shape IS NULL AND u.type IN __STREAM_EVENTS__ THEN u.type
        WHEN shape = 'anthropic' AND u.type = 'error' THEN 'error'
+       -- a Responses stream's error event: {"type": "error", "code", "message", "sequence_number"}
+       WHEN shape IS NULL AND u.type = 'error' AND json_exists(line, '$.sequence_number') THEN 'response.error'
        WHEN u.object = 'chat.completion.chunk' THEN 'chunk'
        WHEN starts_with(u.type, 'response.') THEN u.type END AS ev_type
 FROM p2

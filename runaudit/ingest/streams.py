@@ -14,7 +14,8 @@ Loggers write the ``data`` payloads of an SSE stream one per line. Three familie
   ``finish_reason``, the usage chunk, the tool calls; an ``error`` object in a chunk makes it an error body.
 * OpenAI Responses stream events (``type: response.*``), from one ``response.created`` to the next: the last
   full ``response`` object they carry (the terminal ``response.completed`` / ``incomplete`` / ``failed`` holds
-  the whole response), shape ``openai_responses_stream``.
+  the whole response), shape ``openai_responses_stream``; an ``error`` event (top-level ``code``/``message``)
+  before any terminal event makes it a failed response with that error.
 
 A stream that never reached its end keeps no stop reason (or an ``in_progress`` status): cut off, an
 infrastructure error (IN07), never a degraded answer. Streams interleaved in one file (concurrent calls logging
@@ -63,7 +64,7 @@ OPEN_STREAMS_SQL = """
 SELECT min(start_line), min(start_off) FROM (
   SELECT sid, fam, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
          bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete',
-                             'response.failed')) AS ended,
+                             'response.failed', 'response.error')) AS ended,
          max(CASE WHEN fam <> 'openai' THEN start_line END) OVER (PARTITION BY fam) AS last_start
   FROM (SELECT *, min(line_no) OVER (PARTITION BY sid) AS start_line FROM _ev)
   GROUP BY sid, fam, start_line
@@ -109,13 +110,18 @@ WITH x AS (
         FILTER (WHERE fam = 'openai' AND json_type(line, '$.error') = 'OBJECT') AS cerr,
     -- Responses: the last full response object (the terminal event carries the whole response)
     arg_max(json_extract(line, '$.response'), line_no)
-        FILTER (WHERE fam = 'responses' AND json_type(line, '$.response') = 'OBJECT') AS resp
+        FILTER (WHERE fam = 'responses' AND json_type(line, '$.response') = 'OBJECT') AS resp,
+    arg_min(json_object('code', json_extract(line, '$.code'), 'message', json_extract(line, '$.message')), line_no)
+        FILTER (WHERE ev_type = 'response.error') AS rerr
   FROM x GROUP BY sid
 )
 SELECT sid, line_no, byte_offset, nbytes, events,
   (CASE
    WHEN fam = 'responses' THEN
      json_merge_patch(coalesce(resp, json_object('object', 'response', 'status', 'in_progress')),
+                      CASE WHEN rerr IS NOT NULL AND coalesce(resp->>'$.status', 'in_progress')
+                                NOT IN ('completed', 'incomplete', 'failed')
+                           THEN json_object('status', 'failed', 'error', rerr) ELSE '{}'::JSON END,
                       json_object('_stream', json_object('events', events, 'first_line', line_no,
                                                          'last_line', last_line)))
    WHEN fam = 'openai' AND cerr IS NOT NULL THEN
