@@ -22,16 +22,8 @@ from runaudit.rules.done import done_failures_sql
 from runaudit.rules.outcome import RULES
 from runaudit.rules.refusal import DETECTOR_VERSION, score_sql
 from runaudit.store import Store
-from runaudit.store.schema import IDEM_KEY_SQL
 
 KEEP_RULESETS = 2
-
-
-def idem_key_sql(task: str = "task_id", prompt: str = "prompt",
-                 run: str = "coalesce(run_id, record_hash::VARCHAR)") -> str:
-    """SQL for the review idempotency key: first 16 hex of sha256(f"{task_id}\\n{prompt}") (a run of its own
-    when no prompt was logged)."""
-    return IDEM_KEY_SQL.format(task=task, prompt=prompt, run=run)
 
 
 def ruleset_hash(cfg: Config) -> str:

@@ -252,10 +252,6 @@ SELECT $file, line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $i
 """
 
 
-def _count(store: Store, sql: str) -> int:
-    return int(store.scalar(sql) or 0)
-
-
 def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str],
                     map_params: list[Any]) -> dict[str, Any]:
     """Parse, quarantine and insert one window; ``final_sql`` is (plain, raw-SSE) variants of the parse."""
