@@ -23,7 +23,8 @@ def test_every_line_is_counted_once(store: Store, tmp_path: Path) -> None:
     log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1"), flat(run_id="2"), "", "not json", "[1, 2]",
                                              '{"foo": 1}', '{"task_id": "t", "text": "trunc', flat(run_id="1")])
     res = ingest(store, [log])
-    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (8, 2, 1, 1, 4)
+    # the same bytes at two places of a log are two calls; reading the file again makes them duplicates
+    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (8, 3, 0, 1, 4)
     assert _buckets(res) == res.lines
     q = store.query("SELECT source_line, reason, raw FROM quarantine ORDER BY source_line").to_dicts()
     assert [(r["source_line"], r["reason"]) for r in q] == [
@@ -104,12 +105,18 @@ def test_line_endings_and_edge_whitespace_do_not_change_the_record(store: Store,
     log = tmp_path / "endings.jsonl"
     log.write_bytes(raw)
     res = ingest(store, [log])
-    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (8, 2, 4, 2, 0), res.as_dict()
-    raws = dict(store.rows("SELECT run_id, raw FROM runs"))
-    assert raws["same"] == rec  # no terminator, BOM or edge space kept
-    assert raws["tabbed"] == "\t" + other + "\t"  # tabs are not what SQL trim() strips: kept as written
+    # five places of the log hold the record: five calls, however each line was terminated or padded
+    assert (res.lines, res.ingested, res.duplicates, res.blank, res.quarantined) == (8, 6, 0, 2, 0), res.as_dict()
+    raws = store.rows("SELECT run_id, raw FROM runs ORDER BY source_line")
+    assert [r[1] for r in raws if r[0] == "same"] == [rec] * 5  # no terminator, BOM or edge space kept
+    assert [r[1] for r in raws if r[0] == "tabbed"] == ["\t" + other + "\t"]  # tabs are not what trim() strips
     offsets = [r[0] for r in store.rows("SELECT source_offset FROM runs ORDER BY source_line")]
-    assert offsets == [0, len(rec) + 3 + 2 + len(rec) + 1 + len(rec) + 5 + 2 + 4]
+    assert offsets[0] == 0 and offsets[3] == len(rec) + 3 + 2 + len(rec) + 1 + len(rec) + 5 + 2 + 4
+    # the same records written plainly (LF, no padding) are the same records: all duplicates
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text((rec + "\n") * 5 + "\t" + other + "\t\n")
+    again = ingest(store, [plain])
+    assert (again.lines, again.ingested, again.duplicates) == (6, 0, 6), again.as_dict()
 
 
 def test_corrupt_gzip_is_named_and_other_files_still_ingest(store: Store, tmp_path: Path) -> None:

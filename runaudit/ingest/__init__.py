@@ -24,6 +24,7 @@ from runaudit.errors import InputFormatError
 from runaudit.ingest import streams
 from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_shape_sql, parse_select
 from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log
+from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
 from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
 
@@ -118,7 +119,8 @@ def _map_exprs(cfg: Config) -> tuple[dict[str, str], list[str]]:
 _COLUMNS = ("rid, run_id, record_hash, record_bytes, shape, provider, task_id, ts, ts_source, model, prompt, "
             "response_text, http_status, stop_reason, stop_reason_raw, error_type, error_message, refusal_text, "
             "refusal_category, block_reason, reported_status, reported_source, input_tokens, output_tokens, "
-            "latency_ms, tool_calls, batch_result, custom_id, topic, source_file, source_line, source_offset, "
+            "latency_ms, tool_calls, tool_payload, batch_result, custom_id, topic, source_file, source_line, "
+            "source_offset, "
             "ingest_id, notes, raw, idem_key, text_chars, text_blank")
 
 _TS_PARSE = """CASE
@@ -162,7 +164,8 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
       {ovp('input_tokens', 'input_tokens::VARCHAR')} AS in_tok_raw,
       {ovp('output_tokens', 'output_tokens::VARCHAR')} AS out_tok_raw,
       {ovp('topic', 'topic')} AS topic,
-      shape_kind, provider, custom_id, tool_calls, refusal_text, refusal_category, block_reason,
+      shape_kind, provider, custom_id, tool_calls, tool_payload, fmt_notes, gemini_rid, refusal_text,
+      refusal_category, block_reason,
       error_message, error_inner, batch_result, status_field, is_error_body, ev_type,
       {"(" + " OR ".join(f"{m[f]} IS NOT NULL" for f in m) + ")" if m else "false"} AS map_hit
     FROM _records"""
@@ -190,7 +193,7 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
       coalesce(status_raw, CASE WHEN shape = 'anthropic_batch' THEN batch_result END) AS reported_status,
       CASE WHEN status_raw IS NOT NULL THEN status_field
            WHEN shape = 'anthropic_batch' THEN 'batch_result' ELSE 'http' END AS reported_source,
-      list_filter([
+      list_concat(fmt_notes, list_filter([
         CASE WHEN bad_utf8 THEN 'invalid_utf8_replaced' END,
         CASE WHEN repaired THEN 'invalid_escape_replaced' END,
         CASE WHEN http_raw IS NOT NULL AND http0 IS NULL THEN 'http_status_unparsed' END,
@@ -198,23 +201,42 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
         CASE WHEN ts_parsed IS NULL THEN 'ts_from_file_mtime' END,
         CASE WHEN stop_reason_raw IS NOT NULL
              AND ({STOP_REASON_CASE.format(x='stop_reason_raw')}) = 'unknown' THEN 'unknown_stop_reason' END
-      ], lambda x: x IS NOT NULL) AS notes
+      ], lambda x: x IS NOT NULL)) AS notes
     FROM c
     """
     return sql, map_params
 
 
-# Dedupe on narrow keys (hash and length of the trimmed line), then join back: sorting the wide rows for a
-# window function would cost more than writing them.
+# A record's identity is its content and its place among identical lines of its file: the SHA-256 of the line
+# (128 bits kept, as two UBIGINTs) and ``occ``, the n-th time those bytes occur in the file. Two identical lines
+# of one log (two bare error bodies) are two calls; the same region read again (an appended, rewritten, renamed
+# or copied file) is a duplicate. ``_occ`` carries the counts from one window of a file to the next.
+KEYS_SQL = """
+CREATE OR REPLACE TEMP TABLE _keys AS
+WITH d AS (
+  SELECT line_no, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE shape IS NOT NULL
+), k AS (
+  SELECT line_no, ('0x' || left(d, 16))::UBIGINT AS h, ('0x' || substr(d, 17, 16))::UBIGINT AS h2, blen,
+         row_number() OVER (PARTITION BY d ORDER BY line_no) AS k
+  FROM d
+)
+SELECT k.line_no, k.h, k.h2, k.blen, k.k + coalesce(o.n, 0) AS occ
+FROM k LEFT JOIN _occ o ON o.h = k.h AND o.h2 = k.h2
+"""
+OCC_INIT_SQL = "CREATE OR REPLACE TEMP TABLE _occ (h UBIGINT, h2 UBIGINT, n BIGINT, PRIMARY KEY (h, h2))"
+# An appended file goes on counting from the runs its earlier part made.
+OCC_APPEND_SQL = """
+INSERT INTO _occ SELECT record_hash, record_hash2, max(record_occ) FROM runs
+WHERE source_file = $file AND record_hash2 IS NOT NULL GROUP BY ALL
+"""
+OCC_UPDATE_SQL = "INSERT OR REPLACE INTO _occ SELECT h, h2, max(occ) FROM _keys GROUP BY ALL"
+
 INSERT_RUNS_SQL = f"""
-INSERT INTO runs ({_COLUMNS})
-WITH keys AS (
-  SELECT line_no, hash(line) AS h, strlen(line) AS blen FROM _final WHERE shape IS NOT NULL
-), firsts AS (
-  SELECT min(line_no) AS line_no, h, blen FROM keys GROUP BY h, blen
-), fresh AS (
-  SELECT f.line_no, f.h, f.blen, $next_rid + row_number() OVER (ORDER BY f.line_no) AS rid
-  FROM firsts f ANTI JOIN runs r ON r.record_hash = f.h AND r.record_bytes = f.blen
+INSERT INTO runs ({_COLUMNS}, record_hash2, record_occ)
+WITH fresh AS (
+  SELECT f.line_no, f.h, f.h2, f.blen, f.occ, $next_rid + row_number() OVER (ORDER BY f.line_no) AS rid
+  FROM _keys f ANTI JOIN runs r
+    ON r.record_hash = f.h AND r.record_hash2 = f.h2 AND r.record_bytes = f.blen AND r.record_occ = f.occ
 )
 SELECT n.rid, run_id, n.h, n.blen, shape, provider,
        coalesce(task_id, 'unknown'), coalesce(ts_parsed, $mtime::TIMESTAMP),
@@ -222,11 +244,12 @@ SELECT n.rid, run_id, n.h, n.blen, shape, provider,
        stop_reason, stop_reason_raw, error_type, error_message, refusal_text, refusal_category, block_reason,
        reported_status, reported_source,
        try_cast(try_cast(in_tok_raw AS DOUBLE) AS BIGINT), try_cast(try_cast(out_tok_raw AS DOUBLE) AS BIGINT),
-       try_cast(latency_raw AS DOUBLE), tool_calls, batch_result, custom_id, topic,
+       try_cast(latency_raw AS DOUBLE), tool_calls, tool_payload, batch_result, custom_id, topic,
        $file, x.line_no, byte_offset, $ingest_id, notes, line,
        {IDEM_KEY_SQL.format(task="coalesce(task_id, 'unknown')", prompt="prompt",
                             run="coalesce(run_id, n.h::VARCHAR)")},
-       {TEXT_CHARS_SQL.format(text="response_text")}, {TEXT_BLANK_SQL.format(text="response_text")}
+       {TEXT_CHARS_SQL.format(text="response_text")}, {TEXT_BLANK_SQL.format(text=delivered_sql("response_text"))},
+       n.h2, n.occ
 FROM _final x JOIN fresh n ON n.line_no = x.line_no
 """
 
@@ -278,9 +301,11 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
                              "ELSE 'quarantined' END, count(*) FROM _final GROUP BY 1"))
     records = int(counts.get("records", 0))
     before = ctx["next_rid"]
+    store.run(KEYS_SQL)
     inserted = int(store.rows(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
                                                 "ingest_id": ctx["ingest_id"]})[0][0])
     ctx["next_rid"] = before + inserted
+    store.run(OCC_UPDATE_SQL)
     parts_new = int(store.scalar(streams.PARTS_INGESTED_SQL, {"file": ctx["file"], "ingest_id": ctx["ingest_id"]})
                     ) if parts else 0
     return {"lines": win.lines if defer is None else defer[1] - first_line,
@@ -343,6 +368,9 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
     counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0}
     rewind: list[tuple[int, int, bool]] = []
     with f, store.transaction():
+        store.run(OCC_INIT_SQL)
+        if res.mode == "appended":
+            store.run(OCC_APPEND_SQL, {"file": path})
         try:
             if start_off:
                 f.seek(start_off)

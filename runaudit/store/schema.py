@@ -79,7 +79,7 @@ def m001_initial(con: Any) -> None:
     )
 
 
-AUDIT_VIEW_SQL = """
+_AUDIT_VIEW_V1 = """
 CREATE OR REPLACE VIEW audit_runs AS
 SELECT r.rid, r.run_id, r.task_id, r.ts, r.shape, r.provider, r.model, r.prompt, r.response_text,
        r.http_status, r.stop_reason, r.stop_reason_raw, r.error_type, r.error_message, r.refusal_text,
@@ -101,7 +101,7 @@ LEFT JOIN reviews v ON v.idem_key = c.idem_key
 @migration
 def m002_audit_view(con: Any) -> None:
     """The audit_runs view: runs + current classification + review verdicts (a verdict wins)."""
-    con.execute(AUDIT_VIEW_SQL)
+    con.execute(_AUDIT_VIEW_V1)
 
 
 # Per-run facts derived from the stored text at ingest, so that reclassification after a rule change need not
@@ -147,6 +147,36 @@ def m004_own_key_without_prompt(con: Any) -> None:
     con.execute("UPDATE classifications SET idem_key = m.new_key FROM _m004 m "
                 "WHERE classifications.rid = m.rid AND classifications.idem_key IS NOT NULL")
     con.execute("DROP TABLE _m004")
+
+
+AUDIT_VIEW_SQL = (_AUDIT_VIEW_V1
+                  .replace("r.latency_ms, r.topic,", "r.latency_ms, r.tool_calls, r.tool_payload, r.topic,")
+                  .replace("c.refusal_score,", "c.refusal_score, c.refusal_kind,"))
+
+# The first and second 64 bits of the SHA-256 of a stored line (see ingest.KEYS_SQL).
+DIGEST_HI_SQL = "('0x' || left(sha256({x}), 16))::UBIGINT"
+DIGEST_LO_SQL = "('0x' || substr(sha256({x}), 17, 16))::UBIGINT"
+
+
+@migration
+def m005_identity_and_tool_payload(con: Any) -> None:
+    """Runs get a collision-proof identity and the tool payload.
+
+    ``record_hash`` was DuckDB's 64-bit ``hash()``, which merged different lines; it becomes the first 64 bits of
+    the line's SHA-256, with the next 64 in ``record_hash2``, and ``record_occ`` numbers identical lines within a
+    file (so two identical lines are two calls). ``classifications.refusal_kind`` marks a capability decline.
+    ``tool_payload`` holds what the model sent to its tools (runs
+    ingested before it are NULL there: re-ingest a file to fill it). Review keys already stored do not change.
+    """
+    con.execute("ALTER TABLE runs ADD COLUMN tool_payload VARCHAR")
+    con.execute("ALTER TABLE runs ADD COLUMN record_hash2 UBIGINT")
+    con.execute("ALTER TABLE runs ADD COLUMN record_occ INTEGER")
+    con.execute("ALTER TABLE classifications ADD COLUMN refusal_kind VARCHAR")
+    con.execute(f"UPDATE runs SET record_hash = {DIGEST_HI_SQL.format(x='raw')}, "
+                f"record_hash2 = {DIGEST_LO_SQL.format(x='raw')} WHERE raw IS NOT NULL")
+    con.execute("UPDATE runs SET record_occ = o.occ FROM (SELECT rid, row_number() OVER (PARTITION BY source_file, "
+                "record_hash, record_hash2 ORDER BY source_line) AS occ FROM runs) o WHERE runs.rid = o.rid")
+    con.execute(AUDIT_VIEW_SQL)
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
