@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from runaudit.config import Config
+from runaudit.rules.deliverable import delivered_sql, structured_sql
 from runaudit.rules.done import done_failures_sql
 from runaudit.rules.outcome import RULES
-from runaudit.rules.refusal import DETECTOR_VERSION, score_sql
+from runaudit.rules.refusal import DETECTOR_VERSION, capability_sql, score_sql
 from runaudit.store import Store
 
 KEEP_RULESETS = 2
@@ -63,22 +64,30 @@ _BASE_COLS = """r.rid, r.task_id, r.http_status AS hs,
 _JUDGE_JOIN = """LEFT JOIN (SELECT jr.rid, arg_max(jv.verdict, jv.judged_at) AS verdict
                    FROM judge_runs jr JOIN judge_verdicts jv USING (content_hash)
                    WHERE jv.verdict IN ('refusal', 'partial', 'compliance') GROUP BY jr.rid) j ON j.rid = r.rid"""
-_PREV = "(SELECT rid, refusal_score AS prev_score FROM classifications WHERE ruleset = $prev)"
+_PREV = ("(SELECT rid, refusal_score AS prev_score, refusal_kind AS prev_kind FROM classifications "
+         "WHERE ruleset = $prev)")
 
 
 def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, list[Any]]:
     case, case_params, meta_rows, sub = _compile(cfg)
     done = done_failures_sql(cfg)
+    # The delivered text (reasoning left out) is scored, and so is each string value of a tool payload or a
+    # JSON body, one by one (a forced tool call or a schema answer is the deliverable); the highest score counts.
     score = score_sql("response_text", "prompt")
-    # Only answers that came back (no error, not an explicit decline) are scored; the CASE is evaluated
-    # lazily on the rows that reach it.
-    score_expr = f"""CASE WHEN blank_text THEN NULL
-        WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
-        ELSE {score} END"""
+    leaf_score = f"list_max(list_transform(leaves, lambda v: {score_sql('v', shape_evidence=False)}))"
+    # Only answers that came back (no error) are scored; the CASE is evaluated lazily on the rows that reach it.
+    score_expr = f"""CASE WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
+        WHEN leaves IS NULL THEN CASE WHEN blank_text THEN NULL ELSE {score} END
+        ELSE greatest(CASE WHEN blank_text THEN NULL ELSE {score} END, {leaf_score}) END"""
+    # Whether the decline is about a capability ("I can't browse the web"), not safety: read on the same texts.
+    kind_expr = f"""CASE WHEN refusal_score >= 0.3 AND ({capability_sql('response_text')}
+        OR coalesce(list_bool_or(list_transform(leaves, lambda v: {capability_sql('v')})), false))
+        THEN 'capability' END"""
     # The score depends only on the run, so a rule change reuses the previous ruleset's scores. Those runs are
     # read in a scan of their own that leaves out the prompt, and the reply too unless a done-condition reads
     # it: decompressing the text columns is most of the cost of a reclassification.
-    text_col = "r.response_text" if "response_text" in done.sql else "NULL::VARCHAR AS response_text"
+    delivered = delivered_sql("r.response_text")
+    text_col = f"{delivered} AS response_text" if "response_text" in done.sql else "NULL::VARCHAR AS response_text"
     fresh_from, fresh_where, reused = "runs r", "r.rid > $after", ""
     if reuse:
         if prefix:
@@ -91,17 +100,20 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, 
             reused_where = "r.rid > $after"
         reused = f"""
         UNION ALL BY NAME
-        SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score
+        SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
         FROM runs r JOIN {_PREV} pc ON pc.rid = r.rid {_JUDGE_JOIN}
         WHERE {reused_where}"""
     sql = f"""
     INSERT INTO classifications
     WITH fresh AS (
-        SELECT {_BASE_COLS}, r.prompt, r.response_text
+        SELECT {_BASE_COLS}, r.prompt, {delivered} AS response_text,
+               {structured_sql("r.response_text", "r.tool_payload")} AS leaves
         FROM {fresh_from} {_JUDGE_JOIN}
         WHERE {fresh_where}
+    ), scored0 AS (
+        SELECT *, {score_expr} AS refusal_score FROM fresh
     ), scored AS (
-        SELECT * EXCLUDE (prompt), {score_expr} AS refusal_score FROM fresh{reused}
+        SELECT * EXCLUDE (prompt, leaves), {kind_expr} AS refusal_kind FROM scored0{reused}
     ), dn AS (
         SELECT *, {done.sql} AS done_failures FROM scored
     ), d AS (
@@ -112,7 +124,8 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, 
            CASE WHEN d.reported_status IS NOT NULL
                 THEN list_contains($words, lower(trim(d.reported_status)))
                 ELSE (d.hs BETWEEN 200 AND 299) OR (d.hs IS NULL AND d.et = '' AND d.em = '') END,
-           CASE WHEN m.outcome IN ('declined', 'degraded') THEN d.idem_key END
+           CASE WHEN m.outcome IN ('declined', 'degraded') THEN d.idem_key END,
+           d.refusal_kind
     FROM d JOIN (VALUES {meta_rows}) m(code, outcome, signal, retryable) ON m.code = d.rule_code
     """
     named: list[Any] = list(done.params) + case_params

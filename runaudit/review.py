@@ -39,15 +39,22 @@ WITH items AS (
            min(ts) AS first_seen, max(ts) AS last_seen,
            list(DISTINCT signal ORDER BY signal) AS signals,
            list(coalesce(run_id, 'rid:' || rid::VARCHAR) ORDER BY ts, rid) AS run_ids,
-           arg_max(rid, ts) AS latest_rid,
+           list({'run_id': run_id, 'ts': ts, 'source': source_file || ':' || source_line::VARCHAR,
+                 'rule_code': rule_code} ORDER BY ts, rid) AS runs,
+           -- the item shows its newest run that has something to read (a reply, a refusal, an error, a tool call)
+           arg_max(rid, [CASE WHEN coalesce(trim(response_text), '') <> '' OR refusal_text IS NOT NULL
+                                   OR error_message IS NOT NULL OR tool_payload IS NOT NULL THEN 1 ELSE 0 END,
+                         epoch_us(ts), rid]) AS latest_rid,
            max(refusal_score) AS max_refusal_score
     FROM audit_runs
     WHERE rule_outcome IN (SELECT unnest($outcomes::VARCHAR[])) AND idem_key IS NOT NULL
     GROUP BY idem_key
 )
 SELECT i.idem_key AS key, i.task_id, a.rule_outcome AS outcome, a.signal, a.sub_reason, a.rule_code,
-       i.signals, i.occurrences, i.first_seen, i.last_seen, i.run_ids, i.max_refusal_score,
-       a.prompt, a.response_text, a.stop_reason, a.stop_reason_raw, a.refusal_category,
+       i.signals, i.occurrences, i.first_seen, i.last_seen, i.run_ids, i.runs, i.max_refusal_score,
+       a.prompt, a.response_text, a.refusal_text, a.error_type, a.error_message, a.tool_payload,
+       a.stop_reason, a.stop_reason_raw, a.refusal_category, a.refusal_score, a.refusal_kind,
+       a.source_file || ':' || a.source_line::VARCHAR AS source,
        coalesce(v.verdict, 'open') AS status, v.note, v.reviewer, v.decided_at
 FROM items i
 JOIN audit_runs a ON a.rid = i.latest_rid
@@ -121,6 +128,17 @@ class ExportResult:
         return dict(self.__dict__)
 
 
+def _payload(text: str | None) -> Any:
+    """The tool payload as JSON (secrets masked in its text first); the masked text if it does not parse."""
+    if text is None:
+        return None
+    masked = mask_secrets(text)
+    try:
+        return json.loads(masked)
+    except ValueError:
+        return masked
+
+
 def _item_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "key": row["key"],
@@ -134,11 +152,18 @@ def _item_json(row: dict[str, Any]) -> dict[str, Any]:
         "max_refusal_score": row["max_refusal_score"],
         "prompt": mask_secrets(row["prompt"]),
         "response_text": mask_secrets(row["response_text"]),
+        "refusal_text": mask_secrets(row["refusal_text"]),
+        "error": None if row["error_type"] is None and row["error_message"] is None else {
+            "type": mask_secrets(row["error_type"]), "message": mask_secrets(row["error_message"])},
+        "tool_payload": _payload(row["tool_payload"]),
+        "shown_run": mask_secrets(row["source"]),
         "stop_reason": row["stop_reason_raw"] if row["stop_reason_raw"] is not None else row["stop_reason"],
         "first_seen": row["first_seen"].isoformat() if row["first_seen"] else None,
         "last_seen": row["last_seen"].isoformat() if row["last_seen"] else None,
         "occurrences": row["occurrences"],
         "run_ids": [mask_secrets(r) for r in row["run_ids"]],
+        "runs": [{"run_id": mask_secrets(r["run_id"]), "ts": r["ts"].isoformat() if r["ts"] else None,
+                  "source": mask_secrets(r["source"]), "rule_code": r["rule_code"]} for r in row["runs"]],
         "verdict": None if row["status"] == "open" else {
             "status": row["status"], "note": mask_secrets(row["note"]), "reviewer": row["reviewer"],
             "decided_at": row["decided_at"].isoformat() if row["decided_at"] else None},

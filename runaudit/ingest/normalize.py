@@ -36,16 +36,18 @@ _STRUCT = {
     "request": "JSON", "response": "JSON", "result": "JSON",
     "type": "VARCHAR", "role": "VARCHAR", "object": "VARCHAR", "topic": "VARCHAR",
     # Anthropic Messages
-    "content": [{"type": "VARCHAR", "text": "VARCHAR", "name": "VARCHAR"}],
+    "content": [{"type": "VARCHAR", "text": "VARCHAR", "name": "VARCHAR", "input": "JSON"}],
     "stop_details": {"type": "VARCHAR", "category": "VARCHAR", "explanation": "VARCHAR"},
     # OpenAI Chat Completions
-    "choices": [{"message": {"content": "VARCHAR", "refusal": "VARCHAR", "tool_calls": "JSON"},
+    "choices": [{"message": {"content": "VARCHAR", "refusal": "VARCHAR", "tool_calls": "JSON",
+                             "function_call": "JSON"},
                  "finish_reason": "VARCHAR", "text": "VARCHAR",
                  "content_filter_results": "JSON"}],
     # OpenAI Responses
     "incomplete_details": {"reason": "VARCHAR"},
     # Gemini
-    "candidates": [{"content": {"parts": [{"text": "VARCHAR", "thought": "BOOLEAN", "functionCall": "JSON"}]},
+    "candidates": [{"content": {"parts": [{"text": "VARCHAR", "thought": "BOOLEAN", "functionCall": "JSON",
+                                           "function_call": "JSON"}]},
                     "finishReason": "VARCHAR", "finish_reason": "VARCHAR", "finishMessage": "VARCHAR",
                     "safetyRatings": [{"category": "VARCHAR", "blocked": "BOOLEAN"}]}],
     "promptFeedback": {"blockReason": "VARCHAR", "blockReasonMessage": "VARCHAR"},
@@ -58,19 +60,23 @@ _STRUCT = {
     "metadata": {"task_id": "VARCHAR", "task": "VARCHAR", "run_id": "VARCHAR"},
     # Anthropic stream events, one per line (message_start ... message_stop): assembled into one run
     "message": "JSON", "delta": "JSON", "content_block": "JSON",
+    # Responses stream error events carry a sequence number (Anthropic error events do not); Gemini and Azure ids
+    "sequence_number": "VARCHAR", "responseId": "VARCHAR", "response_id": "VARCHAR",
+    "prompt_filter_results": "JSON", "prompt_annotations": "JSON",
 }
 # The event types of a logged Anthropic stream (an ``error`` event inside a stream is added when assembling).
 STREAM_EVENTS = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
                  "message_delta", "message_stop", "ping")
 STRUCT_SPEC = json.dumps(_STRUCT, separators=(",", ":"))
 
-_RESP_OUTPUT = json.dumps([{"type": "VARCHAR", "phase": "VARCHAR",
+_RESP_OUTPUT = json.dumps([{"type": "VARCHAR", "phase": "VARCHAR", "name": "VARCHAR", "arguments": "VARCHAR",
+                            "input": "VARCHAR",
                             "content": [{"type": "VARCHAR", "text": "VARCHAR", "refusal": "VARCHAR"}]}])
 _BEDROCK_OUTPUT = json.dumps({"message": {"content": [{"text": "VARCHAR", "toolUse": "JSON"}]}})
 _ERROR = json.dumps({"type": "VARCHAR", "code": "VARCHAR", "message": "VARCHAR", "status": "VARCHAR",
                      "param": "VARCHAR",
                      "error": {"type": "VARCHAR", "message": "VARCHAR", "code": "VARCHAR"},
-                     "innererror": {"code": "VARCHAR"}})
+                     "innererror": {"code": "VARCHAR"}, "inner_error": {"code": "VARCHAR"}})
 _RESULT = json.dumps({"type": "VARCHAR", "message": "JSON", "error": "JSON"})
 _BATCH_RESPONSE = json.dumps({"status_code": "VARCHAR", "request_id": "VARCHAR", "body": "JSON"})
 _REQUEST = json.dumps({
@@ -105,12 +111,58 @@ _PROMPT_FROM_REQUEST = f"""nullif(array_to_string(list_filter([
             lambda c: array_to_string(list_transform(c.parts, lambda p: p.text), chr(10))), chr(10) || chr(10))
     ], lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)), '')"""
 
+def _last(cs: str, path: str, first: bool = False) -> str:
+    """The last (or first) non-null value at ``path`` (a JSON path, or several joined by |) among chunks ``cs``."""
+    alts = [f"c->'{p}'" for p in path.split("|")]
+    val = alts[0] if len(alts) == 1 else "coalesce(" + ", ".join(alts) + ")"
+    return (f"list_filter(list_transform({cs}, lambda c: {val}), "
+            f"lambda x: x IS NOT NULL AND json_type(x) <> 'NULL')[{1 if first else -1}]")
+
+
+# A Gemini streamGenerateContent answer is a series of complete GenerateContentResponse chunks (a JSON array
+# written by a raw-body logger, or one chunk per line / SSE event). They merge into one response the way the SDK
+# reads them: non-thought text joined in order, function-call parts kept, the last finishReason, safety ratings
+# and usage (usage is cumulative), the first prompt feedback and the first error element. ``cs`` is a list of
+# JSON chunks; camelCase (REST) and snake_case (SDK dumps) are both read.
+def gemini_merge_sql(cs: str) -> str:
+    """SQL for one merged Gemini response (JSON) from the list of chunks ``cs``."""
+    parts = "coalesce(c->'$.candidates[0].content.parts', '[]')"
+    text = (f"array_to_string(flatten(list_transform({cs}, lambda c: list_transform(list_filter("
+            f"json_transform({parts}, '[{{\"text\":\"VARCHAR\",\"thought\":\"BOOLEAN\"}}]'), "
+            f"lambda x: coalesce(x.thought, false) = false AND x.text IS NOT NULL), lambda x: x.text))), '')")
+    calls = (f"flatten(list_transform({cs}, lambda c: list_filter(json_extract({parts}, '$[*]'), "
+             f"lambda x: json_exists(x, '$.functionCall') OR json_exists(x, '$.function_call'))))")
+    cand = (f"json_object('content', json_object('role', 'model', 'parts', "
+            f"to_json(list_concat([json_object('text', {text})], {calls}))), "
+            f"'finishReason', {_last(cs, '$.candidates[0].finishReason|$.candidates[0].finish_reason')}, "
+            f"'safetyRatings', {_last(cs, '$.candidates[0].safetyRatings|$.candidates[0].safety_ratings')}, "
+            f"'finishMessage', {_last(cs, '$.candidates[0].finishMessage|$.candidates[0].finish_message')})")
+    has_cand = f"len(list_filter({cs}, lambda c: json_array_length(c, '$.candidates') > 0)) > 0"
+    return (f"json_object('candidates', CASE WHEN {has_cand} THEN to_json([{cand}]) END, "
+            f"'promptFeedback', {_last(cs, '$.promptFeedback', True)}, "
+            f"'prompt_feedback', {_last(cs, '$.prompt_feedback', True)}, "
+            f"'usageMetadata', {_last(cs, '$.usageMetadata')}, 'usage_metadata', {_last(cs, '$.usage_metadata')}, "
+            f"'modelVersion', {_last(cs, '$.modelVersion|$.model_version', True)}, "
+            f"'responseId', {_last(cs, '$.responseId|$.response_id', True)}, "
+            f"'createTime', {_last(cs, '$.createTime|$.create_time', True)}, "
+            f"'error', {_last(cs, '$.error', True)})")
+
+
+# A line holding a whole Gemini stream as one JSON array (streamGenerateContent without alt=sse).
+_GEMINI_ARRAY = ("(starts_with(ltrim(left(line, 64), chr(32) || chr(9)), '[') AND json_type(line) = 'ARRAY' "
+                 "AND (json_exists(line, '$[0].candidates') OR json_exists(line, '$[0].usageMetadata') "
+                 "OR json_exists(line, '$[0].usage_metadata') OR json_exists(line, '$[0].promptFeedback') "
+                 "OR json_exists(line, '$[0].prompt_feedback') OR json_exists(line, '$[0].error')))")
+
 # Stage 1: split blank / invalid / non-object / over-long lines from records and parse the records.
 # The reader left each line's terminator out and flagged the few lines with whitespace at an edge (a BOM, stray
 # spaces), so only those are trimmed: the stored raw line is the trimmed line, without a copy of every line.
 _PARSE_SELECT = f"""
-SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired,
-       CASE WHEN kind = 'object' THEN json_transform(line, '{STRUCT_SPEC}') END AS u
+SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long,
+       CASE WHEN kind = 'garray' THEN 'object' ELSE kind END AS kind, repaired, kind = 'garray' AS garray,
+       CASE WHEN kind = 'object' THEN json_transform(line, '{STRUCT_SPEC}')
+            WHEN kind = 'garray' THEN json_transform(list_transform([json_extract(line, '$[*]')],
+                                                     lambda cs: __GEMINI_MERGE__)[1], '{STRUCT_SPEC}') END AS u
 FROM (
     SELECT line_no, byte_offset, nbytes, bad_utf8, too_long,
            CASE WHEN repaired THEN fixed ELSE line END AS line, repaired,
@@ -118,7 +170,7 @@ FROM (
                 WHEN blank THEN 'blank'
                 WHEN ok1 OR repaired THEN (CASE
                     WHEN starts_with(ltrim(left(line, 64), chr(32) || chr(9) || chr(10) || chr(13)), '{{')
-                    THEN 'object' ELSE 'not_object' END)
+                    THEN 'object' WHEN __GEMINI_ARRAY__ THEN 'garray' ELSE 'not_object' END)
                 ELSE 'invalid' END AS kind
     FROM (
         SELECT *, coalesce(fixed IS NOT NULL AND json_valid(fixed), false) AS repaired
@@ -165,7 +217,8 @@ _LINES_SSE = """
 
 def parse_select(sse: bool = False) -> str:
     """Stage 1 for a window; ``sse`` when the window holds raw SSE text."""
-    return _PARSE_SELECT.replace("__LINES__", _LINES_SSE if sse else _LINES_PLAIN)
+    return (_PARSE_SELECT.replace("__LINES__", _LINES_SSE if sse else _LINES_PLAIN)
+            .replace("__GEMINI_ARRAY__", _GEMINI_ARRAY).replace("__GEMINI_MERGE__", gemini_merge_sql("cs")))
 
 
 # Stage 2: shape detection and the payload to parse a second time.
@@ -183,7 +236,12 @@ WITH s AS (
         WHEN u.custom_id IS NOT NULL AND (bresp.status_code IS NOT NULL OR (u.error IS NOT NULL AND u.response IS NULL)
              OR starts_with(coalesce(u.id, ''), 'batch_req')) THEN 'openai_batch'
         WHEN u.type = 'message' AND u.role = 'assistant' THEN 'anthropic'
-        WHEN u.type = 'error' AND err.type IS NOT NULL THEN 'anthropic'
+        WHEN u.type = 'error' AND err.type IS NOT NULL AND u.sequence_number IS NULL THEN 'anthropic'
+        WHEN u.type = 'error' AND u.sequence_number IS NOT NULL THEN NULL
+        -- Azure's prompt-annotation and asynchronous-filter chunks: empty id and object, read with their stream
+        WHEN coalesce(u.object, '') = '' AND coalesce(u.id, '') = '' AND u.choices IS NOT NULL
+             AND (u.prompt_filter_results IS NOT NULL OR u.prompt_annotations IS NOT NULL
+                  OR len(u.choices) > 0) AND u.task_id IS NULL THEN NULL
         WHEN u.object IN ('chat.completion', 'text_completion') THEN 'openai_chat'
         WHEN u.object = 'response' THEN 'openai_responses'
         WHEN u.candidates IS NOT NULL OR u.promptFeedback IS NOT NULL OR u.prompt_feedback IS NOT NULL
@@ -255,11 +313,37 @@ WITH p0 AS (
              CASE WHEN json_type(u.output) = 'VARCHAR' THEN u.output->>'$' END,
              CASE WHEN json_type(u.response) = 'VARCHAR' THEN u.response->>'$' END)
       END AS x_text,
+      -- what the model sent to its tools (name + input), as JSON: a forced tool call is the deliverable
+      nullif(CASE
+        WHEN ptype = 'anthropic' THEN to_json(list_transform(
+             list_filter(p.content, lambda b: b.type IN ('tool_use', 'server_tool_use')),
+             lambda b: {'name': b.name, 'input': b.input}))
+        WHEN ptype = 'openai_chat' THEN to_json(list_concat(list_transform(
+             json_transform(CASE WHEN json_type(p.choices[1].message.tool_calls) = 'ARRAY'
+                                 THEN p.choices[1].message.tool_calls END,
+                            '[{"function":{"name":"VARCHAR","arguments":"VARCHAR"}}]'),
+             lambda t: {'name': t.function.name, 'input': __ARGS__(t.function.arguments)}),
+             CASE WHEN json_type(p.choices[1].message.function_call) = 'OBJECT' THEN
+               [{'name': p.choices[1].message.function_call->>'$.name',
+                 'input': __ARGS__(p.choices[1].message.function_call->>'$.arguments')}] END))
+        WHEN ptype = 'openai_responses' THEN to_json(list_transform(
+             list_filter(rout, lambda o: o.type IN ('function_call', 'custom_tool_call', 'mcp_call')),
+             lambda o: {'name': o.name, 'input': __ARGS__(coalesce(o.arguments, o.input))}))
+        WHEN ptype = 'gemini' THEN to_json(list_transform(
+             list_filter(p.candidates[1].content.parts,
+                         lambda x: coalesce(x.functionCall, x.function_call) IS NOT NULL),
+             lambda x: {'name': coalesce(x.functionCall, x.function_call)->>'$.name',
+                        'input': coalesce(x.functionCall, x.function_call)->'$.args'}))
+        WHEN ptype = 'bedrock' THEN to_json(list_transform(list_filter(bout.message.content,
+             lambda c: c.toolUse IS NOT NULL), lambda c: {'name': c.toolUse->>'$.name', 'input': c.toolUse->'$.input'}))
+      END::VARCHAR, '[]') AS x_tool_payload,
       CASE
         WHEN ptype = 'anthropic' THEN len(list_filter(p.content, lambda b: b.type IN ('tool_use', 'server_tool_use')))
         WHEN ptype = 'openai_chat' THEN coalesce(json_array_length(p.choices[1].message.tool_calls), 0)
+             + CASE WHEN json_type(p.choices[1].message.function_call) = 'OBJECT' THEN 1 ELSE 0 END
         WHEN ptype = 'openai_responses' THEN len(list_filter(rout, lambda o: o.type LIKE '%call'))
-        WHEN ptype = 'gemini' THEN len(list_filter(p.candidates[1].content.parts, lambda x: x.functionCall IS NOT NULL))
+        WHEN ptype = 'gemini' THEN len(list_filter(p.candidates[1].content.parts,
+             lambda x: coalesce(x.functionCall, x.function_call) IS NOT NULL))
         WHEN ptype = 'bedrock' THEN len(list_filter(bout.message.content, lambda c: c.toolUse IS NOT NULL))
         ELSE 0
       END AS x_tool_calls,
@@ -268,7 +352,8 @@ WITH p0 AS (
         WHEN ptype = 'openai_chat' THEN p.choices[1].finish_reason
         WHEN ptype = 'openai_responses' THEN CASE WHEN p.status = 'incomplete'
              THEN 'incomplete:' || coalesce(p.incomplete_details.reason, 'unknown') ELSE p.status END
-        WHEN ptype = 'gemini' THEN coalesce(p.candidates[1].finishReason, p.candidates[1].finish_reason)
+        WHEN ptype = 'gemini'
+             THEN __GEMINI_FINISH__(coalesce(p.candidates[1].finishReason, p.candidates[1].finish_reason))
         WHEN ptype = 'bedrock' THEN p.stopReason
         WHEN ptype IN ('flat', 'custom') THEN coalesce(u.stop_reason, u.finish_reason, u.stopReason)
       END AS x_stop_raw,
@@ -279,12 +364,26 @@ WITH p0 AS (
              chr(10)), '')
       END AS x_refusal_text,
       coalesce(p.stop_details.category,
-               list_filter(p.candidates[1].safetyRatings, lambda r: r.blocked)[1].category) AS x_refusal_category,
-      coalesce(p.promptFeedback.blockReason, p.prompt_feedback.block_reason) AS x_block_reason
+               list_filter(p.candidates[1].safetyRatings, lambda r: r.blocked)[1].category,
+               -- Azure: the output category whose filter fired
+               CASE WHEN json_type(p.choices[1].content_filter_results) = 'OBJECT' THEN
+                 list_filter(json_keys(p.choices[1].content_filter_results), lambda k: json_extract_string(
+                   p.choices[1].content_filter_results, '$."' || k || '".filtered') = 'true')[1] END)
+          AS x_refusal_category,
+      __GEMINI_BLOCK__(coalesce(p.promptFeedback.blockReason, p.prompt_feedback.block_reason)) AS x_block_reason,
+      list_filter([
+        CASE WHEN json_exists(p.choices[1].content_filter_results, '$.error') THEN 'content_filter_unavailable' END,
+        CASE WHEN ptype = 'anthropic' AND len(list_filter(p.content, lambda b: b.type = 'redacted_thinking')) > 0
+             THEN 'reasoning_redacted' END,
+        CASE WHEN ptype = 'gemini' AND regexp_full_match(coalesce(p.candidates[1].finishReason,
+             p.candidates[1].finish_reason, ''), '[0-9]+') THEN 'finish_reason_integer:'
+             || coalesce(p.candidates[1].finishReason, p.candidates[1].finish_reason) END,
+        CASE WHEN garray THEN 'assembled_from_stream_array' END
+      ], lambda x: x IS NOT NULL) AS x_notes
     FROM p1
 )
 SELECT
-  line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired,
+  line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, x_notes AS fmt_notes,
   CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error')
        THEN 'bare' ELSE shape END AS shape_kind,
   shape,
@@ -321,6 +420,7 @@ SELECT
     u.input) AS prompt,
   x_text AS response_text,
   x_tool_calls AS tool_calls,
+  x_tool_payload AS tool_payload,
   x_stop_raw AS stop_reason_raw,
   x_refusal_text AS refusal_text,
   x_refusal_category AS refusal_category,
@@ -329,7 +429,9 @@ SELECT
            p.ResponseMetadata.HTTPStatusCode,
            -- an error body that names its status: Google's {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
            CASE WHEN regexp_full_match(coalesce(perr.code, ''), '[1-5][0-9][0-9]') THEN perr.code
-                WHEN regexp_full_match(coalesce(err.code, ''), '[1-5][0-9][0-9]') THEN err.code END,
+                WHEN regexp_full_match(coalesce(err.code, ''), '[1-5][0-9][0-9]') THEN err.code
+                WHEN regexp_full_match(coalesce(perr.status, ''), '[1-5][0-9][0-9]') THEN perr.status
+                WHEN regexp_full_match(coalesce(err.status, ''), '[1-5][0-9][0-9]') THEN err.status END,
            CASE upper(coalesce(perr.status, err.status, ''))
                 WHEN 'RESOURCE_EXHAUSTED' THEN '429' WHEN 'UNAVAILABLE' THEN '503' WHEN 'INTERNAL' THEN '500'
                 WHEN 'UNKNOWN' THEN '500' WHEN 'DATA_LOSS' THEN '500' WHEN 'DEADLINE_EXCEEDED' THEN '504'
@@ -345,12 +447,14 @@ SELECT
          THEN coalesce(perr.code, perr.status, perr.type) END,
     err.error.type, err.code, err.status, err.type,
     CASE WHEN json_type(u.error) = 'VARCHAR' THEN u.error->>'$' END,
-    u.error_type) AS error_type,
+    u.error_type,
+    -- Azure's inner code names the policy when the outer code is null
+    perr.innererror.code, err.innererror.code, perr.inner_error.code, err.inner_error.code) AS error_type,
   coalesce(
     CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.message, berr.message) END,
     perr.message, err.error.message, err.message,
     CASE WHEN json_type(u.error) = 'VARCHAR' THEN u.error->>'$' END) AS error_message,
-  coalesce(perr.innererror.code, err.innererror.code) AS error_inner,
+  coalesce(perr.innererror.code, err.innererror.code, perr.inner_error.code, err.inner_error.code) AS error_inner,
   CASE WHEN shape = 'anthropic_batch' THEN res.type
        WHEN shape = 'openai_batch' THEN CASE WHEN u.error IS NOT NULL AND json_type(u.error) = 'OBJECT'
             THEN 'error:' || coalesce(err.code, 'unknown') ELSE 'response' END END AS batch_result,
@@ -369,11 +473,18 @@ SELECT
   u.topic AS topic,
   p.type = 'error' AS is_error_body,
   CASE WHEN shape IS NULL AND u.type IN __STREAM_EVENTS__ THEN u.type
+       -- a Responses stream's error event: {"type": "error", "code", "message", "sequence_number"}, or with the
+       -- error nested as {"error": {...}} (both are recorded)
+       WHEN shape IS NULL AND u.type = 'error' AND u.sequence_number IS NOT NULL THEN 'response.error'
        WHEN shape = 'anthropic' AND u.type = 'error' THEN 'error'
-       -- a Responses stream's error event: {"type": "error", "code", "message", "sequence_number"}
-       WHEN shape IS NULL AND u.type = 'error' AND json_exists(line, '$.sequence_number') THEN 'response.error'
        WHEN u.object = 'chat.completion.chunk' THEN 'chunk'
-       WHEN starts_with(u.type, 'response.') THEN u.type END AS ev_type
+       WHEN shape IS NULL AND coalesce(u.object, '') = '' AND coalesce(u.id, '') = '' AND u.choices IS NOT NULL
+            THEN 'chunk'
+       WHEN starts_with(u.type, 'response.') THEN u.type
+       -- Gemini stream chunks share a responseId (a lone response with an id is left as it is when assembling)
+       WHEN shape = 'gemini' AND NOT garray AND coalesce(u.responseId, u.response_id) IS NOT NULL
+            THEN 'gemini_chunk' END AS ev_type,
+  coalesce(u.responseId, u.response_id) AS gemini_rid
 FROM p2
 """
 
@@ -388,7 +499,7 @@ STOP_REASON_CASE = """CASE
   WHEN lower({x}) = 'refusal' THEN 'refusal'
   WHEN lower({x}) IN ('content_filter', 'content_filtered', 'incomplete:content_filter', 'safety',
        'prohibited_content', 'blocklist', 'spii', 'image_safety', 'image_prohibited_content') THEN 'content_filter'
-  WHEN lower({x}) IN ('guardrail_intervened', 'guardrail') THEN 'guardrail'
+  WHEN lower({x}) IN ('guardrail_intervened', 'guardrail', 'model_armor') THEN 'guardrail'
   WHEN lower({x}) IN ('recitation', 'image_recitation') THEN 'recitation'
   WHEN lower({x}) = 'pause_turn' THEN 'pause_turn'
   WHEN lower({x}) IN ('malformed_function_call', 'unexpected_tool_call', 'too_many_tool_calls',
@@ -400,10 +511,56 @@ STOP_REASON_CASE = """CASE
 END"""
 
 
+# Function-like templates expanded in the SQL text (``__NAME__(expr)``), so that no connection needs macros.
+# Tool arguments: OpenAI sends them as a JSON-encoded string; decode an object, else keep the string itself.
+_ARGS = ("(CASE WHEN starts_with(ltrim({x}), '{{') AND json_valid({x}) THEN json({x}) "
+         "WHEN {x} IS NOT NULL THEN to_json({x}) END)")
+# Gemini enums as integers (proto-plus ``to_dict()`` writes them). Vertex and the Gemini API number them
+# differently from 6 on; 6-10 are read with Vertex's numbering (the clients that write integers are mostly
+# Vertex's), 11-17 exist only in the Gemini API. An unknown integer stays as it is (an unknown stop reason).
+_GEMINI_FINISH = ("(CASE trim({x}) WHEN '0' THEN 'FINISH_REASON_UNSPECIFIED' WHEN '1' THEN 'STOP' "
+                  "WHEN '2' THEN 'MAX_TOKENS' WHEN '3' THEN 'SAFETY' WHEN '4' THEN 'RECITATION' WHEN '5' THEN 'OTHER' "
+                  "WHEN '6' THEN 'BLOCKLIST' WHEN '7' THEN 'PROHIBITED_CONTENT' WHEN '8' THEN 'SPII' "
+                  "WHEN '9' THEN 'MALFORMED_FUNCTION_CALL' WHEN '10' THEN 'MODEL_ARMOR' WHEN '11' THEN 'IMAGE_SAFETY' "
+                  "WHEN '12' THEN 'UNEXPECTED_TOOL_CALL' WHEN '13' THEN 'TOO_MANY_TOOL_CALLS' "
+                  "WHEN '14' THEN 'IMAGE_PROHIBITED_CONTENT' WHEN '15' THEN 'IMAGE_OTHER' WHEN '16' THEN 'NO_IMAGE' "
+                  "WHEN '17' THEN 'IMAGE_RECITATION' ELSE {x} END)")
+# promptFeedback.blockReason: the *_UNSPECIFIED value (0) is no block; 5 is MODEL_ARMOR on Vertex.
+_GEMINI_BLOCK = ("(CASE WHEN {x} IS NULL OR upper(trim({x})) IN ('0', 'BLOCK_REASON_UNSPECIFIED', "
+                 "'BLOCKED_REASON_UNSPECIFIED', '') THEN NULL WHEN trim({x}) = '1' THEN 'SAFETY' "
+                 "WHEN trim({x}) = '2' THEN 'OTHER' WHEN trim({x}) = '3' THEN 'BLOCKLIST' "
+                 "WHEN trim({x}) = '4' THEN 'PROHIBITED_CONTENT' WHEN trim({x}) = '5' THEN 'MODEL_ARMOR' "
+                 "WHEN trim({x}) = '6' THEN 'JAILBREAK' ELSE {x} END)")
+
+
+def expand(sql: str, name: str, template: str) -> str:
+    """Replace every ``name(arg)`` in ``sql`` (balanced parentheses) by ``template`` with ``{x}`` = arg."""
+    out, i = [], 0
+    while True:
+        j = sql.find(name + "(", i)
+        if j < 0:
+            out.append(sql[i:])
+            return "".join(out)
+        k, depth = j + len(name), 0
+        while True:
+            ch = sql[k]
+            depth += ch == "("
+            depth -= ch == ")"
+            k += 1
+            if depth == 0:
+                break
+        out.append(sql[i:j])
+        out.append(template.format(x="(" + sql[j + len(name) + 1:k - 1] + ")"))
+        i = k
+
+
 def build_record_sql() -> str:
     """The stage-3 SELECT with its JSON specs inlined (they are constants, not user input)."""
     textish_m = _textish("m.content")
-    return (RECORD_SQL
+    sql = RECORD_SQL
+    for name, tpl in (("__ARGS__", _ARGS), ("__GEMINI_FINISH__", _GEMINI_FINISH), ("__GEMINI_BLOCK__", _GEMINI_BLOCK)):
+        sql = expand(sql, name, tpl)
+    return (sql
             .replace("__STRUCT__", STRUCT_SPEC)
             .replace("__REQUEST__", _REQUEST)
             .replace("__ERROR__", _ERROR)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runaudit.ingest.normalize import gemini_merge_sql
 from runaudit.store import Store
 
 # Event lines grouped into streams (``sid``) by family: Anthropic events from one message_start to the next,
@@ -40,22 +41,41 @@ CREATE OR REPLACE TEMP TABLE _ev AS
 WITH e AS (
   SELECT line_no, byte_offset, nbytes, ev_type, line,
          CASE WHEN ev_type = 'chunk' THEN 'openai' WHEN starts_with(ev_type, 'response.') THEN 'responses'
-              ELSE 'anthropic' END AS fam
+              WHEN ev_type = 'gemini_chunk' THEN 'gemini' ELSE 'anthropic' END AS fam,
+         CASE WHEN ev_type = 'chunk' THEN nullif(json_extract_string(line, '$.id'), '') END AS cid,
+         gemini_rid
   FROM _final
-  WHERE ev_type IS NOT NULL AND (shape IS NULL OR ev_type IN ('error', 'chunk') OR starts_with(ev_type, 'response.'))
+  WHERE ev_type IS NOT NULL AND (shape IS NULL OR ev_type IN ('error', 'chunk', 'gemini_chunk')
+                                 OR starts_with(ev_type, 'response.'))
 ), n AS (
   SELECT *, sum(CASE WHEN ev_type IN ('message_start', 'response.created') THEN 1 ELSE 0 END)
-                OVER (PARTITION BY fam ORDER BY line_no) AS n
+                OVER (PARTITION BY fam ORDER BY line_no) AS n,
+         -- Azure chunks with an empty id belong to a stream by position: the prompt-annotation chunk (no choices)
+         -- to the stream after it, asynchronous-filter chunks (the one ending a blocked stream too) to the one before
+         last_value(cid IGNORE NULLS) OVER (PARTITION BY fam ORDER BY line_no
+                                            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS prev_cid,
+         first_value(cid IGNORE NULLS) OVER (PARTITION BY fam ORDER BY line_no
+                                             ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS next_cid
   FROM e
 ), g AS (
-  SELECT *, CASE WHEN fam = 'openai' THEN 'o:' || coalesce(json_extract_string(line, '$.id'), '')
+  SELECT *, CASE WHEN fam = 'openai' THEN 'o:' || coalesce(cid,
+                      CASE WHEN coalesce(json_array_length(line, '$.choices'), 0) = 0 THEN next_cid END,
+                      prev_cid, next_cid, '')
+                 WHEN fam = 'gemini' THEN 'g:' || gemini_rid
                  WHEN n > 0 THEN fam || ':' || n END AS sid
   FROM n
 ), s AS (
-  SELECT sid, min(line_no) FILTER (WHERE ev_type = 'message_stop') AS stop_line FROM g GROUP BY sid
+  SELECT sid, min(line_no) FILTER (WHERE ev_type = 'message_stop') AS stop_line, count(*) AS events
+  FROM g GROUP BY sid
 )
-SELECT g.* EXCLUDE (n) FROM g JOIN s USING (sid)
+SELECT g.* EXCLUDE (n, cid, prev_cid, next_cid, gemini_rid) FROM g JOIN s USING (sid)
 WHERE g.sid IS NOT NULL AND NOT (g.ev_type = 'error' AND s.stop_line IS NOT NULL AND g.line_no > s.stop_line)
+"""
+# A lone Gemini response (not streamed, or a stream of one chunk) stays as it is: dropped from the events once
+# the window's open streams are known.
+LONE_GEMINI_SQL = """
+DELETE FROM _ev WHERE fam = 'gemini' AND sid IN (SELECT sid FROM _ev WHERE fam = 'gemini' GROUP BY sid
+                                                  HAVING count(*) = 1)
 """
 
 # Streams that may go on past the window: the last Anthropic and the last Responses stream when they have no
@@ -65,11 +85,12 @@ SELECT min(start_line), min(start_off) FROM (
   SELECT sid, fam, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
          bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete',
                              'response.failed', 'response.error')) AS ended,
-         max(CASE WHEN fam <> 'openai' THEN start_line END) OVER (PARTITION BY fam) AS last_start
+         max(CASE WHEN fam IN ('anthropic', 'responses') THEN start_line END) OVER (PARTITION BY fam) AS last_start
   FROM (SELECT *, min(line_no) OVER (PARTITION BY sid) AS start_line FROM _ev)
   GROUP BY sid, fam, start_line
 )
-WHERE (fam <> 'openai' AND start_line = last_start AND NOT ended) OR (fam = 'openai' AND end_line = $last_line)
+WHERE (fam IN ('anthropic', 'responses') AND start_line = last_start AND NOT ended)
+   OR (fam IN ('openai', 'gemini') AND end_line = $last_line)
 """
 
 # One assembled response per stream, as a line for the normal parse.
@@ -96,13 +117,21 @@ WITH x AS (
         FILTER (WHERE btype IS NOT NULL AND btype <> 'text') AS blocks,
     arg_min(json_extract(line, '$.error'), line_no) FILTER (WHERE ev_type = 'error') AS err,
     -- OpenAI chat chunks: content and refusal deltas joined apart, the last finish_reason, usage, tool calls
-    any_value(json_extract_string(line, '$.id')) FILTER (WHERE fam = 'openai') AS cid,
-    any_value(json_extract_string(line, '$.model')) FILTER (WHERE fam = 'openai') AS cmodel,
-    min(json_extract(line, '$.created')) FILTER (WHERE fam = 'openai') AS created,
+    any_value(nullif(json_extract_string(line, '$.id'), '')) FILTER (WHERE fam = 'openai') AS cid,
+    any_value(nullif(json_extract_string(line, '$.model'), '')) FILTER (WHERE fam = 'openai') AS cmodel,
+    min(json_extract(line, '$.created')) FILTER (WHERE fam = 'openai' AND json_extract_string(line, '$.created') <> '0')
+        AS created,
     string_agg(json_extract_string(ch, '$.delta.content'), '' ORDER BY line_no) AS content,
     string_agg(json_extract_string(ch, '$.delta.refusal'), '' ORDER BY line_no) AS refusal,
     arg_max(json_extract_string(ch, '$.finish_reason'), line_no)
         FILTER (WHERE json_extract_string(ch, '$.finish_reason') IS NOT NULL) AS finish,
+    arg_max(json_extract(ch, '$.content_filter_results'), line_no)
+        FILTER (WHERE json_extract_string(ch, '$.finish_reason') IS NOT NULL
+                AND json_type(ch, '$.content_filter_results') = 'OBJECT') AS cfr,
+    arg_min(coalesce(json_extract(line, '$.prompt_filter_results'), json_extract(line, '$.prompt_annotations')),
+            line_no) FILTER (WHERE fam = 'openai' AND coalesce(json_extract(line, '$.prompt_filter_results'),
+                                                               json_extract(line, '$.prompt_annotations')) IS NOT NULL)
+        AS pfr,
     list(json_extract(ch, '$.delta.tool_calls[0]') ORDER BY line_no)
         FILTER (WHERE json_extract_string(ch, '$.delta.tool_calls[0].id') IS NOT NULL) AS calls,
     arg_max(json_extract(line, '$.usage'), line_no) FILTER (WHERE json_type(line, '$.usage') = 'OBJECT') AS cusage,
@@ -111,12 +140,19 @@ WITH x AS (
     -- Responses: the last full response object (the terminal event carries the whole response)
     arg_max(json_extract(line, '$.response'), line_no)
         FILTER (WHERE fam = 'responses' AND json_type(line, '$.response') = 'OBJECT') AS resp,
-    arg_min(json_object('code', json_extract(line, '$.code'), 'message', json_extract(line, '$.message')), line_no)
-        FILTER (WHERE ev_type = 'response.error') AS rerr
+    arg_min(json_object('code', coalesce(json_extract(line, '$.code'), json_extract(line, '$.error.code'),
+                                         json_extract(line, '$.error.type')),
+                        'message', coalesce(json_extract(line, '$.message'), json_extract(line, '$.error.message'))),
+            line_no) FILTER (WHERE ev_type = 'response.error') AS rerr,
+    -- Gemini: the chunks of one responseId, merged
+    list(json(line) ORDER BY line_no) FILTER (WHERE fam = 'gemini') AS gchunks
   FROM x GROUP BY sid
 )
 SELECT sid, line_no, byte_offset, nbytes, events,
   (CASE
+   WHEN fam = 'gemini' THEN
+     json_merge_patch(__GEMINI_MERGE__, json_object('_stream', json_object('events', events, 'first_line', line_no,
+                                                                            'last_line', last_line)))
    WHEN fam = 'responses' THEN
      json_merge_patch(coalesce(resp, json_object('object', 'response', 'status', 'in_progress')),
                       CASE WHEN rerr IS NOT NULL AND coalesce(resp->>'$.status', 'in_progress')
@@ -129,10 +165,10 @@ SELECT sid, line_no, byte_offset, nbytes, events,
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    WHEN fam = 'openai' THEN
      json_object('id', cid, 'object', 'chat.completion', 'created', created, 'model', cmodel,
-                 'choices', to_json([json_object('index', 0, 'finish_reason', finish,
+                 'choices', to_json([json_object('index', 0, 'finish_reason', finish, 'content_filter_results', cfr,
                      'message', json_object('role', 'assistant', 'content', content, 'refusal', refusal,
                                             'tool_calls', CASE WHEN calls IS NOT NULL THEN to_json(calls) END))]),
-                 'usage', cusage,
+                 'usage', cusage, 'prompt_filter_results', pfr,
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    WHEN err IS NOT NULL THEN
      json_object('type', 'error', 'error', err, 'id', msg->>'$.id', 'model', msg->>'$.model',
@@ -148,7 +184,7 @@ SELECT sid, line_no, byte_offset, nbytes, events,
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    END)::VARCHAR AS line
 FROM g
-"""
+""".replace("__GEMINI_MERGE__", gemini_merge_sql("gchunks"))
 
 CHUNK_SQL = """
 CREATE OR REPLACE TEMP TABLE _chunk AS
@@ -160,7 +196,7 @@ MERGE_SQL = """
 DELETE FROM _final WHERE line_no IN (SELECT line_no FROM _ev);
 INSERT INTO _final BY NAME
 SELECT * REPLACE (CASE shape WHEN 'anthropic' THEN 'anthropic_stream' WHEN 'openai_chat' THEN 'openai_chat_stream'
-                             WHEN 'openai_error' THEN 'openai_chat_stream'
+                             WHEN 'openai_error' THEN 'openai_chat_stream' WHEN 'gemini' THEN 'gemini_stream'
                              WHEN 'openai_responses' THEN 'openai_responses_stream' ELSE shape END AS shape,
                   list_append(notes, 'assembled_from_stream') AS notes)
 FROM _final_streams;
@@ -202,6 +238,9 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
             store.run("DELETE FROM _ev WHERE line_no >= ?", [start_line])
             if not store.scalar("SELECT count(*) FROM _ev"):
                 return 0, defer
+    store.run(LONE_GEMINI_SQL)
+    if not store.scalar("SELECT count(*) FROM _ev"):
+        return 0, defer
     store.run(ASSEMBLE_SQL)
     parts = int(store.scalar("SELECT coalesce(sum(events - 1), 0) FROM _streams") or 0)
     store.run(CHUNK_SQL)

@@ -143,7 +143,8 @@ class IN07Incomplete(Rule):
     **Matches**: ``{"object": "response", "status": "in_progress"}``; an Anthropic message with
     ``stop_reason: null``; a logged stream with ``message_start`` but no ``message_delta``; a chat completion
     whose ``finish_reason`` is null.
-    **Does not match**: the pipeline's flat record without a stop reason (many pipelines do not log one).
+    **Does not match**: the pipeline's flat record without a stop reason (many pipelines do not log one); a
+    failed response that carries an error code (classified by that code).
     """
 
     code, name, outcome, signal, retryable = "IN07", "incomplete", "infra_error", "stream_incomplete", True
@@ -151,10 +152,12 @@ class IN07Incomplete(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""(stop_reason = 'incomplete' OR (stop_reason_raw IS NULL AND et = '' AND em = ''
+        return Compiled("""((stop_reason = 'incomplete' AND et = '' AND em = '') OR (stop_reason_raw IS NULL AND et = ''
+            AND em = ''
             AND ((shape IN ('anthropic', 'anthropic_stream', 'wrapped', 'anthropic_batch') AND provider = 'anthropic')
                  OR (shape IN ('openai_chat', 'openai_chat_stream', 'wrapped', 'openai_batch')
-                     AND provider = 'openai'))
+                     AND provider = 'openai')
+                 OR (shape = 'gemini_stream' AND provider = 'gemini' AND block_reason IS NULL))
             AND coalesce(batch_result, 'succeeded') IN ('succeeded', 'response')
             AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")
 
@@ -221,7 +224,7 @@ class DE03ContentFilter(Rule):
     """
 
     code, name, outcome, signal = "DE03", "content_filter", "declined", "content_filter"
-    sub_reason_sql = "lower(stop_reason_raw)"
+    sub_reason_sql = "coalesce(lower(refusal_category), lower(stop_reason_raw))"
     groups = ("all", "declined")
 
     def predicate(self, cfg: Config) -> Compiled:
@@ -238,7 +241,7 @@ class DE04Guardrail(Rule):
     """
 
     code, name, outcome, signal = "DE04", "guardrail", "declined", "guardrail"
-    sub_reason_sql = "coalesce(lower(block_reason), 'guardrail')"
+    sub_reason_sql = "coalesce(lower(block_reason), lower(stop_reason_raw), 'guardrail')"
     groups = ("all", "declined")
 
     def predicate(self, cfg: Config) -> Compiled:
@@ -283,7 +286,7 @@ class DE06PolicyBlock(Rule):
         return Compiled("""has_err AND (et IN ('content_policy_violation', 'content_filter', 'contentpolicyviolationerror',
             'bio_policy', 'image_content_policy_violation', 'responsibleaipolicyviolation', 'safety')
             OR ((hs BETWEEN 400 AND 499 OR et <> '') AND regexp_matches(em,
-            'content (management )?polic|usage polic|safety (system|filter)|responsibleai|flagged as|'
+            'content (management )?polic|content filter|usage polic|safety (system|filter)|responsibleai|flagged as|'
             || 'blocked (by|due to|under)|violat\\w* .{0,40}polic')))""")  # noqa: E501 (SQL hashed into the ruleset)
 
 
@@ -329,6 +332,25 @@ class DE11JudgeRefusal(Rule):
 
     def predicate(self, cfg: Config) -> Compiled:
         return Compiled("(judge IN ('refusal', 'partial'))")
+
+
+@RULES.register
+class DG06CapabilityLimit(Rule):
+    """The model declined for want of a capability, not for safety: "I can't browse the internet", "I don't have
+    real-time data", "I can't open attachments". Filed as ``degraded`` (sub-reason ``capability``): the job asked
+    for something the model cannot do, so the deliverable is missing and retrying will not help, but no safety
+    decision needs a person. Read where the in-body score says declined (at or above the threshold).
+    **Matches**: "I'm sorry, but I can't browse the web or access real-time data."
+    **Does not match**: "I'm sorry, I can't help with that." (DE10); a capability caveat followed by a full answer.
+    """
+
+    code, name, outcome, signal = "DG06", "capability_limit", "degraded", "capability"
+    sub_reason_sql = "'capability'"
+    groups = ("all", "degraded", "detector")
+
+    def predicate(self, cfg: Config) -> Compiled:
+        return Compiled("(refusal_score >= $? AND refusal_kind = 'capability' AND judge IS NULL)",
+                        (cfg.refusal_threshold,))
 
 
 @RULES.register

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DETECTOR_VERSION = "refusal-v5"
+DETECTOR_VERSION = "refusal-v6"
 
 
 @dataclass(frozen=True)
@@ -302,15 +302,40 @@ PREFILTER = ("(?i)(sorry|apolog|regret|unfortunately|can.?t|cannot|can not|won.?
              "not alone|care about you|friends|family|lifeline|understand|appreciate|recogni|\\bhear\\b)")
 
 
-def score_sql(text: str, prompt: str | None = None) -> str:
+# A reply that declines for want of a capability (browsing, real-time data, files, actions in the world), not
+# for safety. It is read only where the score already says "declined", and kept apart (DG06).
+CAPABILITY_RE = (
+    "(?i)(\\b(i|we)(''m| am| are)? ?(can''t|cannot|can not|unable to|not able to|(do not|don''t) have( the)? "
+    "(ability|capability|capacity|access|a way|the means)|have no (ability|way|access|means))\\b[^.!?\\n]{0,60}?"
+    "(brows|internet|the web\\b|web ?search|search (the web|online)|online\\b|real[- ]?time|live (data|"
+    "information|updates|feeds?)|current (events|data|information|prices|news|weather|stock)|up[- ]to[- ]date|"
+    "(open|access|visit|click|follow|read) (the |that |this |those |external |any )?(links?|urls?|websites?|"
+    "web ?pages?)|(view|see|open|read|access|process|analy[sz]e) (the |that |this |your |any )?(images?|photos?|"
+    "pictures?|attachments?|attached|files?|pdfs?|documents? you|videos?|audio|screenshots?)|listen to|"
+    "execute (code|programs|scripts)|run (code|programs|scripts)|make (phone )?calls|place (a )?(phone )?calls?|"
+    "send (emails?|messages?|texts?|sms)|set (reminders?|alarms?|timers?)|remember (past|previous|our)|"
+    "physical(ly)?\\b)"
+    "|(my|the) (knowledge|training( data)?) (cut-?off|only (goes|extends))|as of my (last )?(knowledge|training) "
+    "(update|cut-?off))")
+
+
+def capability_sql(text: str) -> str:
+    """SQL: does the opening of ``text`` decline for want of a capability rather than for safety?"""
+    t = f"replace(left({text}, 400), '’', chr(39))"
+    return f"coalesce(regexp_matches({t}, '{CAPABILITY_RE}'), false)"
+
+
+def score_sql(text: str, prompt: str | None = None, *, shape_evidence: bool = True) -> str:
     """SQL for the refusal score (0..1) of ``text`` (a column or expression); NULL/empty text scores 0.
 
     ``prompt`` (optional) enables the prompt-overlap evidence; a NULL prompt simply leaves it out.
+    ``shape_evidence=False`` scores on what the text says alone: for a string value of a tool call or a JSON
+    body, which is short by nature, so shortness is no evidence.
     """
     parts = _parts(text, prompt)
     lex = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
     shape = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
-                       if not f.lexical)
+                       if not f.lexical) if shape_evidence else "0"
     # list_transform evaluates each sum once and lets the CASE use it twice.
     return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 "
             f"WHEN NOT regexp_matches(left({text}, 900), '{PREFILTER}') THEN 0.0 "
