@@ -57,6 +57,9 @@ class Config:
     # Longer lines are quarantined (first 64 KiB kept): a record this size is not an LLM call, and holding it
     # would take several copies of it in memory.
     max_line_bytes: int = 32 * 1024 * 1024
+    # A file modified less than this many seconds ago may still be being written: its unterminated last line and
+    # a stream still open at its end are held back (not counted, not classified) until completed or quiet.
+    settle_seconds: float = 300.0
     success_words: tuple[str, ...] = DEFAULT_SUCCESS_WORDS
     refusal_threshold: float = 0.5
     ambiguous_low: float = 0.25
@@ -94,6 +97,18 @@ def _check_keys(section: str, data: dict[str, Any], allowed: tuple[str, ...]) ->
                               hint=f"allowed: {', '.join(allowed)}")
 
 
+def _regex_error(pat: str) -> str | None:
+    """Why DuckDB (RE2, the engine that runs the rules) rejects ``pat``, or None. Python's ``re`` accepts
+    look-arounds and back-references that RE2 refuses, so validating with it let bad patterns through."""
+    import duckdb
+
+    try:
+        duckdb.connect(":memory:").execute("SELECT regexp_matches('', ?)", [pat]).fetchall()
+    except duckdb.Error as e:
+        return str(e).splitlines()[0]
+    return None
+
+
 def _check_done(section: str, rules: dict[str, Any]) -> dict[str, Any]:
     _check_keys(section, rules, DONE_KEYS)
     out: dict[str, Any] = {}
@@ -117,13 +132,21 @@ def _check_done(section: str, rules: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(pats, list) or not all(isinstance(x, str) for x in pats):
                 raise RuleConfigError(f"[{section}] {k} must be a regex string or a list of them")
             for pat in pats:
-                try:
-                    re.compile(pat)
-                except re.error as e:
-                    raise RuleConfigError(f"[{section}] {k} regex {pat!r} is invalid: {e}") from e
+                err = _regex_error(pat)
+                if err:
+                    raise RuleConfigError(f"[{section}] {k} regex {pat!r} is invalid: {err}")
             v = pats
         out[k] = v
     return out
+
+
+def _number(where: str, key: str, v: Any, lo: float, hi: float, *, integer: bool = False) -> float:
+    """A finite number in [lo, hi] (an int when ``integer``), or a RuleConfigError naming the key."""
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(v, int) if integer else isinstance(v, int | float)
+    if isinstance(v, bool) or not ok or v != v or not (lo <= v <= hi):
+        raise RuleConfigError(f"[{where}] {key} must be {kind} from {lo:g} to {hi:g}, got {v!r}")
+    return v
 
 
 def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
@@ -131,7 +154,7 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
     _check_keys("top level", data, ("ingest", "classify", "done", "topics", "report", "judge"))
     cfg = Config(source=source, raw=data)
     ing = data.get("ingest", {})
-    _check_keys("ingest", ing, ("map", "max_line_bytes"))
+    _check_keys("ingest", ing, ("map", "max_line_bytes", "settle_seconds"))
     fmap = ing.get("map", {})
     _check_keys("ingest.map", fmap, MAPPABLE_FIELDS)
     for k, v in fmap.items():
@@ -139,7 +162,10 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
             raise RuleConfigError(f"[ingest.map] {k} must be a string path, got {v!r}")
         cfg.field_map[k] = json_path(v)
     if "max_line_bytes" in ing:
-        cfg.max_line_bytes = int(ing["max_line_bytes"])
+        cfg.max_line_bytes = int(_number("ingest", "max_line_bytes", ing["max_line_bytes"], 1024, 1 << 31,
+                                         integer=True))
+    if "settle_seconds" in ing:
+        cfg.settle_seconds = float(_number("ingest", "settle_seconds", ing["settle_seconds"], 0, 1e9))
     cl = data.get("classify", {})
     _check_keys("classify", cl, ("success_words", "refusal_threshold", "ambiguous_band", "recitation",
                                  "tool_use_final"))
@@ -149,10 +175,15 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
             raise RuleConfigError("[classify] success_words must be a list of strings")
         cfg.success_words = tuple(w.lower() for w in words)
     if "refusal_threshold" in cl:
-        cfg.refusal_threshold = float(cl["refusal_threshold"])
+        cfg.refusal_threshold = float(_number("classify", "refusal_threshold", cl["refusal_threshold"], 0, 1))
     if "ambiguous_band" in cl:
-        lo, hi = cl["ambiguous_band"]
-        cfg.ambiguous_low, cfg.ambiguous_high = float(lo), float(hi)
+        band = cl["ambiguous_band"]
+        if not isinstance(band, list) or len(band) != 2:
+            raise RuleConfigError(f"[classify] ambiguous_band must be two numbers [low, high], got {band!r}")
+        lo, hi = (float(_number("classify", "ambiguous_band", b, 0, 1)) for b in band)
+        if lo > hi:
+            raise RuleConfigError(f"[classify] ambiguous_band must be [low, high] with low <= high, got {band!r}")
+        cfg.ambiguous_low, cfg.ambiguous_high = lo, hi
     if "recitation" in cl:
         if cl["recitation"] not in ("declined", "degraded"):
             raise RuleConfigError("[classify] recitation must be \"declined\" or \"degraded\"")
@@ -178,17 +209,19 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
             raise RuleConfigError(f"[topics] {name} must be a list of keywords or regex:PATTERN strings")
         for k in kw:
             if k.startswith("regex:"):
-                try:
-                    re.compile(k[6:])
-                except re.error as e:
-                    raise RuleConfigError(f"[topics] {name}: bad regex {k[6:]!r}: {e}") from e
+                err = _regex_error(k[6:])
+                if err:
+                    raise RuleConfigError(f"[topics] {name}: bad regex {k[6:]!r}: {err}")
         cfg.topics[name] = kw
     rep = data.get("report", {})
     _check_keys("report", rep, ("weeks", "hand_threshold", "hand_weeks", "hand_min_runs"))
-    cfg.report_weeks = int(rep.get("weeks", cfg.report_weeks))
-    cfg.hand_threshold = float(rep.get("hand_threshold", cfg.hand_threshold))
-    cfg.hand_weeks = int(rep.get("hand_weeks", cfg.hand_weeks))
-    cfg.hand_min_runs = int(rep.get("hand_min_runs", cfg.hand_min_runs))
+    cfg.report_weeks = int(_number("report", "weeks", rep.get("weeks", cfg.report_weeks), 1, 520, integer=True))
+    cfg.hand_threshold = float(_number("report", "hand_threshold", rep.get("hand_threshold", cfg.hand_threshold),
+                                       0, 1))
+    cfg.hand_weeks = int(_number("report", "hand_weeks", rep.get("hand_weeks", cfg.hand_weeks), 1, 520,
+                                 integer=True))
+    cfg.hand_min_runs = int(_number("report", "hand_min_runs", rep.get("hand_min_runs", cfg.hand_min_runs), 0,
+                                    1e9, integer=True))
     _check_keys("judge", data.get("judge", {}), ("model", "prompt_version"))
     return cfg
 

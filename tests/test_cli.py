@@ -98,3 +98,23 @@ def test_flags_borderline_lists_uncertain_runs(invoke, tmp_path: Path) -> None: 
 def test_empty_folder_is_an_input_error(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "empty").mkdir()
     invoke(["ingest", tmp_path / "empty", "--db", tmp_path / "x.duckdb"], code=3, stderr_has="no log files")
+
+
+@pytest.mark.parametrize("toml, key", [
+    ('[ingest]\nmax_line_bytes = "abc"\n', "max_line_bytes"),
+    ("[ingest]\nmax_line_bytes = 0\n", "max_line_bytes"),
+    ('[classify]\nrefusal_threshold = "high"\n', "refusal_threshold"),
+    ("[classify]\nrefusal_threshold = nan\n", "refusal_threshold"),
+    ("[classify]\nambiguous_band = [1]\n", "ambiguous_band"),
+    ("[classify]\nambiguous_band = [0.9, 0.1]\n", "ambiguous_band"),
+    ("[report]\nweeks = -2\n", "weeks"),
+    ('[done]\nmust_match = "(?=x)"\n', "must_match"),
+    ('[done]\nmust_not_match = "(a)\\\\1"\n', "must_not_match"),
+    ('[topics]\nx = ["regex:(?<=a)b"]\n', "topics"),
+])
+def test_bad_config_values_are_named(invoke, tmp_path: Path, toml: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1")])
+    res = invoke(["audit", log, "--db", tmp_path / "x.duckdb", "--config", cfg], code=3, stderr_has=key)
+    assert "Traceback" not in res.stderr

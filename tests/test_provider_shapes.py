@@ -18,12 +18,12 @@ from runaudit.classify import classify
 from runaudit.config import Config
 from runaudit.ingest import ingest
 from runaudit.store import Store
-from tests.conftest import flat
+from tests.conftest import age, flat
 
 
 def write(path: Path, lines: list[Any]) -> Path:
     path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
-    return path
+    return age(path)
 
 
 def runs(store: Store) -> list[dict[str, Any]]:

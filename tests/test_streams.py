@@ -15,7 +15,7 @@ from runaudit.classify import classify
 from runaudit.config import Config
 from runaudit.ingest import ingest
 from runaudit.store import Store
-from tests.conftest import flat
+from tests.conftest import age, flat
 
 
 def start(msg_id: str, input_tokens: int = 18) -> dict[str, Any]:
@@ -52,7 +52,7 @@ CUT = [start("msg_cut"), *text_block("The report is")[:2]]  # the process died: 
 
 def write(path: Path, events: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
-    return path
+    return age(path)
 
 
 def outcomes(store: Store) -> list[tuple[Any, ...]]:

@@ -64,6 +64,9 @@ def ingest(
         typer.echo(f"{res.files} file(s), {res.lines} line(s): {res.ingested} ingested{streamed}, "
                    f"{res.duplicates} duplicate(s), {res.blank} blank, {res.quarantined} quarantined "
                    f"({res.seconds:.1f}s)")
+        if res.held:
+            typer.echo(f"held back: {res.held} line(s) still being written (an unfinished last line or stream); "
+                       "read when completed or once the file has been quiet for [ingest] settle_seconds")
     _report_ingest_errors(res)
     if res.errors:
         raise typer.Exit(int(ExitCode.INPUT))

@@ -23,7 +23,7 @@ from runaudit.config import Config
 from runaudit.errors import InputFormatError
 from runaudit.ingest import streams
 from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_shape_sql, parse_select
-from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log
+from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log, prefix_digest
 from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
 from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
@@ -44,6 +44,7 @@ class FileResult:
     duplicates: int = 0
     blank: int = 0
     quarantined: int = 0
+    held: int = 0  # lines not read yet: the file is still being written (see ``settle_seconds``)
     error: str | None = None
 
 
@@ -58,6 +59,7 @@ class IngestResult:
     blank: int = 0
     quarantined: int = 0
     runs_added: int = 0  # new runs: equal to ingested, except that a logged stream's event lines make one run
+    held: int = 0  # lines held back, not counted in ``lines``: a last line or a stream still being written
     bytes: int = 0
     seconds: float = 0.0
     files_new: int = 0
@@ -214,7 +216,7 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
 KEYS_SQL = """
 CREATE OR REPLACE TEMP TABLE _keys AS
 WITH d AS (
-  SELECT line_no, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE shape IS NOT NULL
+  SELECT line_no, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE kind <> 'blank'
 ), k AS (
   SELECT line_no, ('0x' || left(d, 16))::UBIGINT AS h, ('0x' || substr(d, 17, 16))::UBIGINT AS h2, blen,
          row_number() OVER (PARTITION BY d ORDER BY line_no) AS k
@@ -235,7 +237,8 @@ INSERT_RUNS_SQL = f"""
 INSERT INTO runs ({_COLUMNS}, record_hash2, record_occ)
 WITH fresh AS (
   SELECT f.line_no, f.h, f.h2, f.blen, f.occ, $next_rid + row_number() OVER (ORDER BY f.line_no) AS rid
-  FROM _keys f ANTI JOIN runs r
+  FROM _keys f SEMI JOIN _final x ON x.line_no = f.line_no AND x.shape IS NOT NULL
+  ANTI JOIN runs r
     ON r.record_hash = f.h AND r.record_hash2 = f.h2 AND r.record_bytes = f.blen AND r.record_occ = f.occ
 )
 SELECT n.rid, run_id, n.h, n.blen, shape, provider,
@@ -253,9 +256,11 @@ SELECT n.rid, run_id, n.h, n.blen, shape, provider,
 FROM _final x JOIN fresh n ON n.line_no = x.line_no
 """
 
+# A quarantined line has the same identity as a run (digest + occurrence in its file): read again (a rewritten,
+# renamed or recompressed file), it is a duplicate, not a second quarantine row.
 QUARANTINE_SQL = """
 INSERT INTO quarantine
-SELECT $file, line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $ingest_id FROM (
+SELECT $file, q.line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $ingest_id, k.h, k.h2, k.occ FROM (
   SELECT line_no, byte_offset, nbytes, line,
     CASE WHEN too_long THEN 'line_too_long'
          WHEN kind = 'invalid' THEN 'not_json'
@@ -271,12 +276,13 @@ SELECT $file, line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $i
          ELSE 'JSON object with no recognisable fields (keys: ' ||
               coalesce(array_to_string(json_keys(line)[1:12], ', '), '') || ')' END AS detail
   FROM _final WHERE kind IN ('invalid', 'not_object', 'too_long') OR (kind = 'object' AND shape IS NULL)
-)
+) q JOIN _keys k ON k.line_no = q.line_no
+ANTI JOIN quarantine x ON x.line_hash = k.h AND x.line_hash2 = k.h2 AND x.line_occ = k.occ
 """
 
 
 def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str],
-                    map_params: list[Any]) -> dict[str, Any]:
+                    map_params: list[Any], hold_open: bool = False) -> dict[str, Any]:
     """Parse, quarantine and insert one window; ``final_sql`` is (plain, raw-SSE) variants of the parse."""
     con = store.con
     # Several record batches let DuckDB scan the window on every core.
@@ -288,31 +294,63 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
         with contextlib.suppress(Exception):
             con.unregister("_chunk")
     first_line = ctx["line0"] + 1
-    parts, defer = 0, None
+    parts, defer, held_off = 0, None, None
     if streams.has_stream_events(store):
-        parts, defer = streams.assemble(store, final_sql[0], map_params, first_line=first_line,
-                                        last_line=first_line + win.lines - 1, last_window=win.eof,
-                                        can_grow=win.can_grow)
+        parts, defer, held_off = streams.assemble(store, final_sql[0], map_params, first_line=first_line,
+                                                  last_line=first_line + win.lines - 1, last_window=win.eof,
+                                                  can_grow=win.can_grow, hold_open=hold_open)
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
-    store.run(QUARANTINE_SQL, params)
+    store.run(KEYS_SQL)
+    quarantinable = int(store.scalar("SELECT count(*) FROM _final WHERE kind <> 'blank' AND shape IS NULL"))
+    quarantined = int(store.rows(QUARANTINE_SQL, params)[0][0])
     counts = dict(store.rows("SELECT CASE WHEN kind = 'blank' THEN 'blank' WHEN shape IS NOT NULL THEN 'records' "
                              "ELSE 'quarantined' END, count(*) FROM _final GROUP BY 1"))
     records = int(counts.get("records", 0))
     before = ctx["next_rid"]
-    store.run(KEYS_SQL)
     inserted = int(store.rows(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
                                                 "ingest_id": ctx["ingest_id"]})[0][0])
     ctx["next_rid"] = before + inserted
     store.run(OCC_UPDATE_SQL)
     parts_new = int(store.scalar(streams.PARTS_INGESTED_SQL, {"file": ctx["file"], "ingest_id": ctx["ingest_id"]})
                     ) if parts else 0
-    return {"lines": win.lines if defer is None else defer[1] - first_line,
-            "end_offset": win.end_offset if defer is None else defer[0], "defer": defer,
+    lines = win.lines if defer is None else defer[1] - first_line
+    return {"lines": lines, "end_offset": win.end_offset if defer is None else defer[0],
+            "defer": None if held_off is not None else defer, "held": win.lines - lines if held_off is not None else 0,
             "ingested": inserted + parts_new, "runs_added": inserted,
-            "duplicates": records - inserted + parts - parts_new,
-            "blank": int(counts.get("blank", 0)), "quarantined": int(counts.get("quarantined", 0))}
+            "duplicates": records - inserted + parts - parts_new + quarantinable - quarantined,
+            "blank": int(counts.get("blank", 0)), "quarantined": quarantined}
+
+
+def _settled(st: os.stat_result, cfg: Config) -> bool:
+    """Whether the file has not been written for ``settle_seconds``: what is at its end is final."""
+    return time.time() - st.st_mtime >= cfg.settle_seconds
+
+
+# One row per file. ``prefix_sha256`` digests every byte read so far (``bytes_done``): any edit of that region,
+# same size or not, makes the file "rewritten". ``ctime_ns`` (which no user can set back) and ``size``
+# unchanged skip the digest: nothing was written. ``tail_open``: the last line read had no newline yet.
+FILES_UPSERT_SQL = """
+INSERT OR REPLACE INTO files (path, size, mtime, compressed, head_hash, tail_hash, bytes_done, lines_done,
+                              ingested, duplicates, blank, quarantined, last_ingest, ctime_ns, prefix_sha256, tail_open)
+VALUES ($path, $size, $mtime, $compressed, '', '', $done, $lines,
+        coalesce((SELECT ingested FROM files WHERE path = $path), 0) + $ingested,
+        coalesce((SELECT duplicates FROM files WHERE path = $path), 0) + $duplicates, $blank,
+        coalesce((SELECT quarantined FROM files WHERE path = $path), 0) + $quarantined, $ingest_id,
+        $ctime_ns, $prefix, $tail_open)
+"""
+
+
+def _unchanged(res: FileResult, prev: tuple[Any, ...], progress: ProgressFn | None, size: int) -> FileResult:
+    lines_done, blank_done = prev[5], prev[6]
+    res.mode = "unchanged"
+    res.lines = lines_done
+    res.blank = blank_done or 0
+    res.duplicates = lines_done - res.blank
+    if progress:
+        progress(size, res.path)
+    return res
 
 
 def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress: ProgressFn | None,
@@ -326,34 +364,36 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
     if not os.access(path, os.R_OK):
         raise InputFormatError(f"cannot read {path}: permission denied")
     compressed = path.endswith(".gz")
-    prev = store.rows("SELECT size, mtime, head_hash, tail_hash, bytes_done, lines_done, blank FROM files "
-                      "WHERE path = ?", [path])
+    settled = compressed or _settled(st, cfg)
+    prev = store.rows("SELECT size, mtime, head_hash, tail_hash, bytes_done, lines_done, blank, ctime_ns, "
+                      "prefix_sha256, tail_open FROM files WHERE path = ?", [path])
     res = FileResult(path=path, mode="new")
     start_off, start_line = 0, 0
     carried_dupes = carried_blank = 0
     try:
         if prev:
-            size, mtime, head, tail, done, lines_done, blank_done = prev[0]
-            if not compressed and st.st_size >= done and done > 0 and \
-                    file_fingerprint(path, done) == (head, tail):
+            size, mtime, head, tail, done, lines_done, blank_done, ctime_ns, prefix, tail_open = prev[0]
+            untouched = ctime_ns == st.st_ctime_ns and size == st.st_size
+            if compressed:
+                if untouched or (st.st_size == size and st.st_mtime == mtime and ctime_ns is None):
+                    return _unchanged(res, prev[0], None, st.st_size)
+                res.mode = "rewritten"  # decompressed again in full; runs and quarantine dedupe by identity
+            elif untouched and st.st_size == done:
+                return _unchanged(res, prev[0], progress, st.st_size)
+            elif st.st_size >= done > 0 and (prefix_digest(path, done) == prefix if prefix
+                                             else file_fingerprint(path, done) == (head, tail)):
                 if st.st_size == done:
-                    res.mode = "unchanged"
-                    res.lines = lines_done
-                    res.blank = blank_done or 0
-                    res.duplicates = lines_done - res.blank
-                    if progress:
-                        progress(st.st_size, path)
-                    return res
+                    return _unchanged(res, prev[0], progress, st.st_size)
                 res.mode = "appended"
                 start_off, start_line = done, lines_done
                 carried_blank = blank_done or 0
                 carried_dupes = lines_done - carried_blank
-            elif compressed and st.st_size == size and st.st_mtime == mtime:
-                res.mode = "unchanged"
-                res.lines = lines_done
-                res.blank = blank_done or 0
-                res.duplicates = lines_done - res.blank
-                return res
+                if tail_open:
+                    # the last line read had no newline: the newline that completes it is not a new line
+                    with open(path, "rb") as fh:
+                        fh.seek(done)
+                        nxt = fh.read(2)
+                    start_off += 2 if nxt == b"\r\n" else 1 if nxt[:1] == b"\n" else 0
             else:
                 res.mode = "rewritten"
         f = open_log(path)
@@ -365,8 +405,10 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
         "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime)), "line0": start_line,
     }
     end_off, lines = start_off, start_line
-    counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0}
+    counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0, "held": 0}
     rewind: list[tuple[int, int, bool]] = []
+    held_tail: dict[str, int] = {}
+    unterminated = False
     with f, store.transaction():
         store.run(OCC_INIT_SQL)
         if res.mode == "appended":
@@ -382,9 +424,9 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                                        hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8.jsonl")
             f.seek(start_off)
             for win in iter_windows(f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes,
-                                    rewind=rewind):
+                                    rewind=rewind, held=None if settled else held_tail):
                 ctx["line0"] = lines
-                c = _process_window(store, win, ctx, final_sql, map_params)
+                c = _process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
                 for k in counts:
                     counts[k] += c[k]
                 if c["defer"]:
@@ -393,25 +435,28 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                 if progress:
                     progress(c["end_offset"] - end_off if not compressed else 0, path)
                 end_off, lines = c["end_offset"], lines + c["lines"]
+                unterminated = win.unterminated_last and c["held"] == 0
+                if c["held"]:
+                    break  # a stream still being written: the rest of the file waits for the next ingest
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise InputFormatError(f"{path}: cannot decompress or read ({e}); nothing from this file was stored",
                                    hint="check the file with `gzip -t` or re-copy it") from e
-        head_h, tail_h = file_fingerprint(path, end_off) if not compressed else ("", "")
-        prev_blank = carried_blank + counts["blank"]
-        store.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-            "coalesce((SELECT ingested FROM files WHERE path = ?), 0) + ?, "
-            "coalesce((SELECT duplicates FROM files WHERE path = ?), 0) + ?, ?, "
-            "coalesce((SELECT quarantined FROM files WHERE path = ?), 0) + ?, ?)",
-            [path, st.st_size, st.st_mtime, compressed, head_h, tail_h, end_off if not compressed else st.st_size,
-             lines, path, counts["ingested"], path, counts["duplicates"], prev_blank, path, counts["quarantined"],
-             ingest_id])
+        if held_tail:
+            counts["held"] += 1
+        store.run(FILES_UPSERT_SQL, {
+            "path": path, "size": st.st_size, "mtime": st.st_mtime, "compressed": compressed,
+            "done": end_off if not compressed else st.st_size, "lines": lines,
+            "ingested": counts["ingested"], "duplicates": counts["duplicates"],
+            "blank": carried_blank + counts["blank"], "quarantined": counts["quarantined"], "ingest_id": ingest_id,
+            "ctime_ns": st.st_ctime_ns, "prefix": prefix_digest(path, end_off) if not compressed else None,
+            "tail_open": unterminated and not compressed})
     res.lines = counts["lines"] + start_line
     res.ingested = counts["ingested"]
     res.runs_added = counts["runs_added"]
     res.duplicates = counts["duplicates"] + carried_dupes
     res.blank = counts["blank"] + carried_blank
     res.quarantined = counts["quarantined"]
+    res.held = counts["held"]
     return res
 
 
@@ -446,6 +491,7 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
         result.duplicates += fr.duplicates
         result.blank += fr.blank
         result.quarantined += fr.quarantined
+        result.held += fr.held
         if fr.mode == "new":
             result.files_new += 1
         elif fr.mode == "appended":

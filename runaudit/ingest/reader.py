@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -56,6 +57,35 @@ def file_fingerprint(path: str, upto: int) -> tuple[str, str]:
             f.seek(upto - 65536)
             tail = f.read(65536)
     return hashlib.sha256(head).hexdigest()[:32], hashlib.sha256(tail).hexdigest()[:32]
+
+
+def prefix_digest(path: str, upto: int) -> str:
+    """SHA-256 of the file's first ``upto`` bytes: any edit of the region already read changes it."""
+    h = hashlib.sha256()
+    left = upto
+    with open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def complete_json(line: bytes) -> bool:
+    """Whether an unterminated last line is already a whole JSON value (a record whose newline is still to come,
+    or a writer that never ends its last line), rather than a line still being written."""
+    s = line.strip()
+    if s.startswith(b"data:"):
+        s = s[5:].strip()
+    if not s:
+        return True
+    try:
+        json.loads(s)
+    except ValueError:
+        return False
+    return True
 
 
 def _fill(f: IO[bytes], buf: bytearray, start: int) -> int:
@@ -172,7 +202,8 @@ def _too_long_table(first: bytes, line_no: int, offset: int, length: int) -> pa.
 
 
 def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int | None = None,
-                 max_line: int = 32 << 20, rewind: list[tuple[int, int, bool]] | None = None) -> Iterator[Window]:
+                 max_line: int = 32 << 20, rewind: list[tuple[int, int, bool]] | None = None,
+                 held: dict[str, int] | None = None) -> Iterator[Window]:
     """Yield windows of complete lines from ``f`` (positioned at ``offset``).
 
     The table of a window is only valid until the next window is requested: it points into a reused buffer.
@@ -180,6 +211,9 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
     ``(byte_offset, line_no, grow)`` of the first line it wants again into ``rewind``; the next window starts
     there (``line_no`` is the number of lines before that one), twice as big when ``grow`` (a stream longer than
     a window; only while ``Window.can_grow``).
+
+    With ``held`` (a dict), a last line without its newline that is not yet a whole JSON value is not read: the
+    file is still being written. Its offset and length are put in ``held`` and the last window ends before it.
     """
     window = window or WINDOW_BYTES
     grow_cap = window * GROW_LIMIT
@@ -234,6 +268,11 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
             buf[:len(rest)] = rest
             fill = len(rest)
             continue
+        if eof and held is not None and cut < fill and not complete_json(bytes(buf[cut:fill])):
+            held["offset"], held["bytes"] = pos + cut, fill - cut
+            if cut == 0:
+                return
+            fill = cut  # the window ends before the line still being written
         if cut == 0:
             cut = fill  # last line of the file, without a newline
         unterminated = cut == fill and buf[cut - 1] != 10

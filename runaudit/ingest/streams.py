@@ -93,6 +93,26 @@ WHERE (fam IN ('anthropic', 'responses') AND start_line = last_start AND NOT end
    OR (fam IN ('openai', 'gemini') AND end_line = $last_line)
 """
 
+# At the end of a file that may still be written: streams that have not ended and were active near the end of
+# the file (their last event within the last HOLD_RECENT lines) are held back until they end or the file is
+# quiet. A stream that stopped long before the end (its process died) is assembled as it is (IN07).
+HOLD_RECENT = 1000
+HELD_STREAMS_SQL = """
+SELECT min(start_line), min(start_off) FROM (
+  SELECT sid, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
+    bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete', 'response.failed',
+                        'response.error')
+            OR (fam = 'openai' AND (json_extract_string(line, '$.choices[0].finish_reason') IS NOT NULL
+                                    OR json_type(line, '$.error') = 'OBJECT'))
+            OR (fam = 'gemini' AND (coalesce(json_extract_string(line, '$.candidates[0].finishReason'),
+                                             json_extract_string(line, '$.candidates[0].finish_reason')) IS NOT NULL
+                                    OR json_exists(line, '$.promptFeedback') OR json_exists(line, '$.prompt_feedback')
+                                    OR json_exists(line, '$.error')))) AS ended
+  FROM _ev GROUP BY sid
+)
+WHERE NOT ended AND end_line > $last_line - $recent
+"""
+
 # One assembled response per stream, as a line for the normal parse.
 ASSEMBLE_SQL = """
 CREATE OR REPLACE TEMP TABLE _streams AS
@@ -217,30 +237,44 @@ def has_stream_events(store: Store) -> bool:
 
 
 def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line: int, last_line: int,
-             last_window: bool, can_grow: bool) -> tuple[int, tuple[int, int, bool] | None]:
+             last_window: bool, can_grow: bool,
+             hold_open: bool = False) -> tuple[int, tuple[int, int, bool] | None, int | None]:
     """Replace the stream event lines of ``_final`` by one assembled run per stream.
 
     Returns the number of event lines folded into streams beyond one per stream, and, when the window's last
     stream goes on past the window, ``(byte_offset, line_no, grow)`` of its first line: the caller drops
     the lines from there and reads them again with the next window — a bigger one (``grow``) when the stream
     began on this window's first line. A stream that outgrows the largest window is assembled in parts (the
-    later parts are quarantined as events without a start).
+    later parts are quarantined as events without a start). Third, with ``hold_open`` on the last window of a
+    file still being written: the byte offset from which lines are held back (a stream not ended yet), else None.
     """
     store.run(EVENTS_SQL)
     if not store.scalar("SELECT count(*) FROM _ev"):
-        return 0, None
+        return 0, None, None
     defer: tuple[int, int, bool] | None = None
+    if last_window and hold_open:
+        start_line, start_off = store.rows(HELD_STREAMS_SQL, {"last_line": last_line, "recent": HOLD_RECENT})[0]
+        if start_line is not None:
+            store.run("DELETE FROM _final WHERE line_no >= ?", [start_line])
+            store.run("DELETE FROM _ev WHERE line_no >= ?", [start_line])
+            parts, _, _ = _assemble_rest(store, final_sql, map_params)
+            return parts, (int(start_off), int(start_line), False), int(start_off)
     if not last_window:
         start_line, start_off = store.rows(OPEN_STREAMS_SQL, {"last_line": last_line})[0]
         if start_line is not None and (start_line > first_line or can_grow):
             defer = (int(start_off), int(start_line), start_line == first_line)
             store.run("DELETE FROM _final WHERE line_no >= ?", [start_line])
             store.run("DELETE FROM _ev WHERE line_no >= ?", [start_line])
-            if not store.scalar("SELECT count(*) FROM _ev"):
-                return 0, defer
+    parts, _, _ = _assemble_rest(store, final_sql, map_params)
+    return parts, defer, None
+
+
+def _assemble_rest(store: Store, final_sql: str, map_params: list[Any]) -> tuple[int, None, None]:
+    if not store.scalar("SELECT count(*) FROM _ev"):
+        return 0, None, None
     store.run(LONE_GEMINI_SQL)
     if not store.scalar("SELECT count(*) FROM _ev"):
-        return 0, defer
+        return 0, None, None
     store.run(ASSEMBLE_SQL)
     parts = int(store.scalar("SELECT coalesce(sum(events - 1), 0) FROM _streams") or 0)
     store.run(CHUNK_SQL)
@@ -251,4 +285,4 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
     for stmt in MERGE_SQL.split(";"):
         if stmt.strip():
             store.run(stmt)
-    return parts, defer
+    return parts, None, None

@@ -101,6 +101,11 @@ class Store:
             # Bounded memory whatever the input size: DuckDB spills to disk beyond this.
             con.execute("SET memory_limit = ?", [os.environ.get("RUNAUDIT_MEMORY_LIMIT", "1GB")])
             con.execute("SET preserve_insertion_order = false")
+            # On a loaded machine DuckDB's progress bar printed into stdout and corrupted --json output. Inside
+            # Jupyter without ipywidgets DuckDB refuses to change the setting at all; printing is what matters.
+            for setting in ("enable_progress_bar", "enable_progress_bar_print"):
+                with contextlib.suppress(duckdb.Error):
+                    con.execute(f"SET {setting} = false")
             store._check_and_migrate()
         except BaseException:
             con.close()

@@ -179,4 +179,26 @@ def m005_identity_and_tool_payload(con: Any) -> None:
     con.execute(AUDIT_VIEW_SQL)
 
 
+@migration
+def m006_change_detection(con: Any) -> None:
+    """Exact change detection and deduplicated quarantine.
+
+    ``files.prefix_sha256`` digests every byte read so far (the old head/tail fingerprints missed a same-size
+    edit in the middle of a file), ``files.ctime_ns`` skips the digest when nothing was written, and
+    ``files.tail_open`` remembers a last line read before its newline. Quarantined lines get the runs' identity
+    (digest + occurrence in the file), backfilled from the kept bytes, so reading a file again adds none twice.
+    """
+    con.execute("ALTER TABLE files ADD COLUMN ctime_ns BIGINT")
+    con.execute("ALTER TABLE files ADD COLUMN prefix_sha256 VARCHAR")
+    con.execute("ALTER TABLE files ADD COLUMN tail_open BOOLEAN")
+    con.execute("ALTER TABLE quarantine ADD COLUMN line_hash UBIGINT")
+    con.execute("ALTER TABLE quarantine ADD COLUMN line_hash2 UBIGINT")
+    con.execute("ALTER TABLE quarantine ADD COLUMN line_occ INTEGER")
+    con.execute(f"UPDATE quarantine SET line_hash = {DIGEST_HI_SQL.format(x='raw')}, "
+                f"line_hash2 = {DIGEST_LO_SQL.format(x='raw')} WHERE raw IS NOT NULL")
+    con.execute("UPDATE quarantine SET line_occ = o.occ FROM (SELECT rowid AS r, row_number() OVER (PARTITION BY "
+                "source_file, line_hash, line_hash2 ORDER BY source_line) AS occ FROM quarantine) o "
+                "WHERE quarantine.rowid = o.r")
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
