@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runaudit.audit import require_classified
 from runaudit.errors import ReviewStateError, UsageError, writing_to
+from runaudit.outputs import write_atomic
 from runaudit.redact import mask_secrets
 from runaudit.store import Store
 
@@ -211,10 +211,7 @@ def _write_items(d: Path, df: pl.DataFrame, prune: bool) -> ExportResult:
             updated += 1
         else:
             written += 1
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-        os.replace(tmp, target)
+        write_atomic(target, data)
     stale = sorted(p.name for p in d.iterdir()
                    if p.is_file() and KEY_RE.match(p.stem) and p.suffix == ".json" and p.stem not in keys)
     if prune:

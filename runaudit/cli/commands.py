@@ -13,6 +13,7 @@ import typer
 from runaudit.cli import app, guarded
 from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, progress_bar
 from runaudit.errors import ExitCode, InputFormatError, UsageError
+from runaudit.redact import for_csv, for_terminal
 
 FAIL_ON = ("false-success", "ok", "infra_error", "declined", "degraded")
 
@@ -175,7 +176,7 @@ def flags(
         w = csv.writer(buf)
         w.writerow(df.columns)
         for row in df.iter_rows():
-            w.writerow(row)
+            w.writerow([for_csv(v) for v in row])
         typer.echo(buf.getvalue(), nl=False)
     else:
         if df.height == 0:
@@ -183,14 +184,15 @@ def flags(
             return
         if borderline:
             for r in df.iter_rows(named=True):
-                typer.echo(f"{r['refusal_score']:.2f}  {str(r['ts'])[:19]}  {r['task_id']}  -> {r['outcome']} "
-                           f"({r['rule_code']})  {(r['response_start'] or '').replace(chr(10), ' ')[:80]}")
+                typer.echo(f"{r['refusal_score']:.2f}  {str(r['ts'])[:19]}  {for_terminal(r['task_id'])}  -> "
+                           f"{r['outcome']} ({r['rule_code']})  {for_terminal(r['response_start'] or '')[:80]}")
             typer.echo(f"{df.height} run(s) in the ambiguous band; `runaudit judge` can classify them")
             return
         for r in df.iter_rows(named=True):
             where = f"{os.path.basename(r['source_file'] or '')}:{r['source_line']}"
-            typer.echo(f"{str(r['ts'])[:19]}  {r['task_id']}  reported={r['reported_status']!s}  "
-                       f"-> {r['outcome']} ({r['sub_reason']}; {r['rule_code']} {r['signal']})  {where}")
+            typer.echo(f"{str(r['ts'])[:19]}  {for_terminal(r['task_id'])}  "
+                       f"reported={for_terminal(r['reported_status'])}  -> {r['outcome']} "
+                       f"({for_terminal(r['sub_reason'])}; {r['rule_code']} {r['signal']})  {for_terminal(where)}")
         typer.echo(f"{df.height} run(s)")
 
 
@@ -208,8 +210,8 @@ def diff(db: Path | None = DB_OPT, as_json: bool = JSON_OPT) -> None:
         return
     typer.echo(f"ruleset {old} -> {new}: {df.height} run(s) changed")
     for r in df.iter_rows(named=True):
-        typer.echo(f"  {r['run_id'] or r['rid']}  {r['task_id']}  {r['old_outcome']} ({r['old_rule']}) -> "
-                   f"{r['new_outcome']} ({r['new_rule']}: {r['new_sub_reason']})")
+        typer.echo(f"  {for_terminal(r['run_id'] or r['rid'])}  {for_terminal(r['task_id'])}  {r['old_outcome']} "
+                   f"({r['old_rule']}) -> {r['new_outcome']} ({r['new_rule']}: {for_terminal(r['new_sub_reason'])})")
 
 
 rules_app = typer.Typer(help="Show the classification rules.", no_args_is_help=True)

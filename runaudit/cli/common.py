@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,15 @@ WAIT_OPT = typer.Option(30.0, "--wait", help="Seconds to wait for another runaud
 
 
 def echo_json(obj: Any) -> None:
-    """Print one JSON object on stdout."""
-    typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+    """Print one JSON object on stdout: secrets masked in every string; control characters (C0 are escaped by
+    JSON itself, C1 and bidirectional overrides are not) written as \\u escapes."""
+    from runaudit.redact import mask_obj
+
+    text = json.dumps(mask_obj(json.loads(json.dumps(obj, default=str))), indent=2, ensure_ascii=False)
+    typer.echo(_C1.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
+
+
+_C1 = re.compile(r"[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def progress_bar(enabled: bool, total: int) -> Any:

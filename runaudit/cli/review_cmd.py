@@ -51,7 +51,7 @@ def list_(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Queue items, one per idempotency key, with how often and when they were seen."""
-    from runaudit.redact import mask_secrets
+    from runaudit.redact import for_terminal
     from runaudit.review import review_queue
     from runaudit.store import Store
 
@@ -65,8 +65,8 @@ def list_(
         typer.echo(f"no {status if status != 'all' else ''} review items".replace("  ", " "))
         return
     for r in df.iter_rows(named=True):
-        prompt = (mask_secrets(r["prompt"]) or "").replace("\n", " ")
-        typer.echo(f"{r['key']}  {r['status']:<14} {r['task_id']}  x{r['occurrences']}  "
+        prompt = for_terminal(r["prompt"] or "")
+        typer.echo(f"{r['key']}  {r['status']:<14} {for_terminal(r['task_id'])}  x{r['occurrences']}  "
                    f"{str(r['first_seen'])[:10]}..{str(r['last_seen'])[:10]}  {r['signal']}  "
                    f"{prompt[:60]}{'…' if len(prompt) > 60 else ''}")
     typer.echo(f"{df.height} item(s)")

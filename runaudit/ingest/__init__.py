@@ -134,6 +134,10 @@ _TS_PARSE = """CASE
        ELSE make_timestamp((try_cast({x} AS DOUBLE) * 1000000)::BIGINT) END)
   ELSE try(timezone('UTC', try_cast(trim({x}) AS TIMESTAMPTZ)))
 END"""
+# A parsed time outside 1970-2200 (``infinity``, year 9999, 294247) is no log time: kept as unparsed (the run takes
+# the file's time, note ``ts_unparsed``), so that no report is asked to draw it.
+_TS_PARSE = ("(CASE WHEN (" + _TS_PARSE + ") BETWEEN TIMESTAMP '1970-01-01' AND TIMESTAMP '2200-01-01' "
+             "THEN (" + _TS_PARSE + ") END)")
 
 
 def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from runaudit.config import Config
 from runaudit.errors import UsageError, writing_to
+from runaudit.outputs import write_atomic
 from runaudit.store import Store
 
 FORMATS = ("md", "html")
@@ -46,10 +47,10 @@ def write_report(store: Store, cfg: Config, out_dir: str | Path = "report", week
         images = draw_all(data, out)
         files = [str(p) for p in images.values()]
         if "md" in formats:
-            (out / "report.md").write_text(render_markdown(data), encoding="utf-8")
+            write_atomic(out / "report.md", render_markdown(data))
             files.append(str(out / "report.md"))
         if "html" in formats:
-            (out / "report.html").write_text(render_html(data, images), encoding="utf-8")
+            write_atomic(out / "report.html", render_html(data, images))
             files.append(str(out / "report.html"))
         write_json(data, out / "report.json")
         files.append(str(out / "report.json"))

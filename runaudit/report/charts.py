@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from runaudit.outputs import write_atomic
+from runaudit.redact import label
 
 if TYPE_CHECKING:
     from runaudit.report.data import ReportData
 
 COLORS = {"ok": "#2e7d32", "infra_error": "#f9a825", "declined": "#c62828", "degraded": "#6a1b9a",
           "reported": "#1565c0", "true": "#2e7d32"}
+
+
+def _save(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_atomic(path, buf.getvalue())
 
 
 def _plt() -> Any:
@@ -62,7 +72,7 @@ def success_rate_chart(data: ReportData, path: Path) -> Path:
     ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -77,7 +87,7 @@ def outcome_mix_chart(data: ReportData, path: Path) -> Path:
     _stacked(ax, weeks, {k: [r[k] for r in rows] for k in kinds}, [COLORS[k] for k in kinds],
              "Outcome mix per week")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -99,7 +109,7 @@ def infra_chart(data: ReportData, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
     _stacked(ax, weeks, series, colors, "Infrastructure errors per week")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -108,7 +118,7 @@ def task_chart(data: ReportData, path: Path, top: int = 12) -> Path:
     """Reported vs true success rate per task in the report window (grouped bars)."""
     plt = _plt()
     rows = data.tasks.head(top).to_dicts()
-    names = [str(r["task_id"])[:28] for r in rows]
+    names = [label(r["task_id"]) for r in rows]
     rep = [r["reported_success"] / r["runs"] * 100 if r["runs"] else 0 for r in rows]
     true = [r["ok"] / r["runs"] * 100 if r["runs"] else 0 for r in rows]
     fig, ax = plt.subplots(figsize=(8, max(2.4, 0.42 * len(rows) + 1)), dpi=100)
@@ -123,7 +133,7 @@ def task_chart(data: ReportData, path: Path, top: int = 12) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -138,7 +148,7 @@ def topic_chart(data: ReportData, path: Path, top: int = 6) -> Path:
         vals = [sub[w]["declined"] / sub[w]["runs"] * 100 if w in sub and sub[w]["runs"] else float("nan")
                 for w in data.weeks]
         ax.plot(data.weeks, vals, marker="osD^v<>"[names.index(name) % 7], markersize=7 - names.index(name) % 3,
-                label=str(name)[:24])
+                label=label(name, 24))
     ax.axhline(data.config["hand_threshold"] * 100, color="#c62828", linestyle="--", linewidth=1,
                label="hand-over threshold")
     ax.set_ylim(-2, 108)
@@ -149,7 +159,7 @@ def topic_chart(data: ReportData, path: Path, top: int = 6) -> Path:
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 

@@ -47,8 +47,14 @@ class Window:
         return Window(self.start - span, self.start, f"before {self.label}")
 
 
+# Times outside these years are not log times (ingest keeps them as unparsed and uses the file's time).
+MIN_YEAR, MAX_YEAR = 1970, 2200
+
+
 def week_window(year: int, week: int) -> Window:
     """The window of ISO week ``year``-W``week`` (Monday to Monday)."""
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise UsageError(f"{year}-W{week:02d} is outside the years runaudit reports on ({MIN_YEAR}-{MAX_YEAR})")
     try:
         monday = dt.date.fromisocalendar(year, week, 1)
     except ValueError as e:
@@ -66,6 +72,8 @@ def resolve_window(store: Store, week: str | None = None, since: dt.date | None 
             raise UsageError("--since and --until go together")
         if until <= since:
             raise UsageError("--until must be after --since")
+        if since.year < MIN_YEAR or until.year > MAX_YEAR:
+            raise UsageError(f"--since/--until must lie between {MIN_YEAR} and {MAX_YEAR}")
         return Window(since, until, f"{since.isoformat()} to {until.isoformat()}")
     if week and week.lower() != "last":
         m = _WEEK_RE.match(week.strip())

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runaudit.redact import mask_secrets
+from runaudit.outputs import write_atomic
+from runaudit.redact import inert, mask_obj
 from runaudit.report.data import ReportData
 
 # Characters that can start Markdown markup inline (links/images need [ ] ( ), emphasis * _ ~, code `,
@@ -71,7 +72,7 @@ def cell(value: Any, limit: int | None = 160) -> Text:
         return Text("—", trusted=True)
     if value == "":
         return Text("(empty)", trusted=True)
-    s = mask_secrets(str(value)) or ""
+    s = inert(value)
     if limit and len(s) > limit:
         s = s[:limit] + "…"
     return Text(s)
@@ -177,7 +178,7 @@ def build_document(data: ReportData) -> tuple[str, list[str], list[Section]]:
         s4.blocks.append(Para([t("Worst examples (declines first):")]))
         s4.blocks.append(Table(["time", "task", "reported", "outcome", "rule / signal", "prompt", "response"], [
             [t(str(r["ts"])[:16]), cell(r["task_id"], 40), cell(r["reported_status"], 20),
-             t(f"{r['outcome']} ({r['sub_reason'] or ''})"), t(f"{r['rule_code']} {r['signal']}"),
+             cell(f"{r['outcome']} ({r['sub_reason'] or ''})", 80), t(f"{r['rule_code']} {r['signal']}"),
              cell(r["prompt"], 120), cell(r["response_text"], 120)] for r in data.worst.iter_rows(named=True)]))
     sections.append(s4)
 
@@ -314,7 +315,7 @@ def render_html(data: ReportData, images: dict[str, Path]) -> str:
 
 def report_json(data: ReportData) -> dict[str, Any]:
     """The report's numbers (for golden tests and for cross-checking with ``audit --json``)."""
-    return {
+    return mask_obj({
         "window": {"start": data.window.start.isoformat(), "end": data.window.end.isoformat(),
                    "label": data.window.label},
         "headline": data.headline,
@@ -328,8 +329,8 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "hand": data.hand.to_dicts(),
         "review": data.review,
         "judge_topics": data.judge_topics.to_dicts() if data.judge_topics is not None else [],
-    }
+    })
 
 
 def write_json(data: ReportData, path: Path) -> None:
-    path.write_text(json.dumps(report_json(data), indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(report_json(data), indent=2, default=str, ensure_ascii=False) + "\n")
