@@ -100,8 +100,32 @@ class JudgeError(RunauditError):
 
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map any exception to the process exit code the CLI returns."""
+    if interrupted(exc):
+        return ExitCode.INTERRUPT
     if isinstance(exc, RunauditError):
         return exc.exit_code
-    if isinstance(exc, KeyboardInterrupt):
-        return ExitCode.INTERRUPT
     return ExitCode.INTERNAL
+
+
+_INTERRUPTED: list[bool] = []
+
+
+def mark_interrupted() -> None:
+    """Record that the process received Ctrl-C (called by the CLI's SIGINT handler)."""
+    _INTERRUPTED.append(True)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a Ctrl-C: Python's KeyboardInterrupt or DuckDB's
+    InterruptException (DuckDB turns SIGINT into its own error inside a query, which the store wraps), or any
+    error after the CLI's SIGINT handler ran."""
+    if _INTERRUPTED:
+        return True
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "InterruptException":
+            return True
+        e = e.__cause__ or e.__context__
+    return False

@@ -204,3 +204,21 @@ def test_windows_reuse_one_string_buffer(tmp_path: Path) -> None:
             lines.extend(col.to_pylist())
     assert len(addresses) == 1
     assert [json.loads(x)["run_id"] for x in lines] == [str(i) for i in range(400)]
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-16", "UTF-16"),
+                                            ("utf-32-le", "UTF-32"), ("utf-32", "UTF-32")])
+def test_wide_encodings_are_a_clear_error_with_or_without_a_bom(store: Store, tmp_path: Path, encoding: str,
+                                                                name: str) -> None:
+    log = tmp_path / f"{encoding}.jsonl"
+    log.write_bytes("".join(json.dumps(flat(run_id=str(i))) + "\n" for i in range(3)).encode(encoding))
+    res = ingest(store, [log])
+    assert res.errors and f"is {name} encoded" in res.errors[0]["error"]
+    assert store.scalar("SELECT count(*) FROM quarantine") == 0
+
+
+def test_cr_only_line_endings_are_a_clear_error(store: Store, tmp_path: Path) -> None:
+    log = tmp_path / "mac.jsonl"
+    log.write_bytes("".join(json.dumps(flat(run_id=str(i))) + "\r" for i in range(3)).encode())
+    res = ingest(store, [log])
+    assert res.errors and "CR only" in res.errors[0]["error"]

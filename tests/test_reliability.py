@@ -288,3 +288,68 @@ def test_two_writers_and_a_reader_during_ingest(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=600)
     assert first.wait(timeout=600) == 0
     assert third.returncode == 0 and json.loads(third.stdout)["ingested"] == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_ingest_exits_130_and_leaves_a_readable_db(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    _big_log(big, 120_000)
+    db = tmp_path / "i.duckdb"
+    for _ in range(3):
+        proc = _runaudit("ingest", big, "--db", db)
+        _wait_until_locked(db, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            continue  # the ingest finished before the signal landed: nothing to check this round
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "bug" not in err
+    with Store.open(db, read_only=True) as s:
+        assert s.scalar("SELECT count(*) FROM runs") >= 0
+
+
+def test_interrupts_wrapped_by_the_store_are_still_interrupts() -> None:
+    from runaudit.errors import ExitCode, StoreError, exit_code_for
+
+    class InterruptException(Exception):  # the name DuckDB gives its SIGINT error
+        pass
+
+    try:
+        try:
+            raise InterruptException("INTERRUPT Error: Interrupted!")
+        except InterruptException as e:
+            raise StoreError("query failed") from e
+    except StoreError as wrapped:
+        assert exit_code_for(wrapped) == ExitCode.INTERRUPT
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("cannot rollback") from None
+    except RuntimeError as during:
+        assert exit_code_for(during) == ExitCode.INTERRUPT
+
+
+def test_truncated_and_read_only_databases_say_what_is_wrong(tmp_path: Path) -> None:
+    import os
+
+    from runaudit.errors import StoreError
+
+    db = tmp_path / "t.duckdb"
+    with Store.open(db) as s:
+        ingest(s, [write_jsonl(tmp_path / "a.jsonl", [flat(run_id=str(i)) for i in range(50)])])
+    data = db.read_bytes()
+    cut = tmp_path / "cut.duckdb"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(StoreError) as e:
+        Store.open(cut).close()
+    assert "keep a copy" in (e.value.hint or "")
+    if os.geteuid() != 0:  # root ignores file permissions
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        (ro / "r.duckdb").write_bytes(data)
+        os.chmod(ro / "r.duckdb", 0o444)
+        os.chmod(ro, 0o555)
+        with pytest.raises(StoreError) as e2:
+            Store.open(ro / "r.duckdb").close()
+        assert "read-only" in (e2.value.hint or "")

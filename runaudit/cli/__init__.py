@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from runaudit.errors import ExitCode, RunauditError, exit_code_for
+from runaudit.errors import ExitCode, RunauditError, exit_code_for, mark_interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,12 +32,12 @@ app = typer.Typer(
 def fail(exc: BaseException) -> typer.Exit:
     """Print an error for a user (no traceback) and return the Exit to raise."""
     code = exit_code_for(exc)
-    if isinstance(exc, RunauditError):
+    if code == ExitCode.INTERRUPT:
+        typer.echo("interrupted: nothing partial was kept (each file and each classification is atomic)", err=True)
+    elif isinstance(exc, RunauditError):
         typer.echo(f"error: {exc.message}", err=True)
         if exc.hint:
             typer.echo(f"hint: {exc.hint}", err=True)
-    elif isinstance(exc, KeyboardInterrupt):
-        typer.echo("interrupted: nothing partial was kept (each file and each classification is atomic)", err=True)
     else:
         typer.echo(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", err=True)
         typer.echo("hint: this is a bug in runaudit; please report it with the command you ran", err=True)
@@ -82,8 +82,17 @@ def _root(version: bool = typer.Option(False, "--version", callback=version_call
 
 def main() -> None:
     """Console-script entry point."""
+    import signal
+
     from runaudit.cli import commands, judge_cmd, report_cmd, review_cmd  # noqa: F401 - registers commands
 
+    def on_sigint(signum: int, frame: Any) -> None:
+        # Remember the Ctrl-C: DuckDB and Arrow turn the KeyboardInterrupt raised here into errors of their own
+        # ("Query interrupted") by the time it reaches the CLI boundary.
+        mark_interrupted()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         app()
     except KeyboardInterrupt:

@@ -327,6 +327,34 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
             "blank": int(counts.get("blank", 0)), "quarantined": quarantined}
 
 
+def _check_encoding(path: str, head: bytes) -> None:
+    """Refuse, with a clear error, files that are not UTF-8 JSON lines as a whole: UTF-16 or UTF-32 text (with or
+    without a byte-order mark: ASCII JSON there has NUL bytes in a fixed pattern) and CR-only line endings (every
+    record would merge into one line). A few odd bytes are left to the quarantine, line by line."""
+    h = head[:4096]
+
+    def share(lane: bytes) -> float:  # the share of NUL bytes in a lane
+        return lane.count(0) / max(len(lane), 1)
+
+    # ASCII text in a wide encoding: some lanes all NUL, the character lane almost never NUL
+    lanes4 = [share(h[i::4]) for i in range(4)]
+    utf32 = h[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or (len(h) >= 16 and (
+        (min(lanes4[1:]) >= 0.9 and lanes4[0] <= 0.1) or (max(lanes4[:3]) >= 0.9 and min(lanes4[:3]) >= 0.9
+                                                         and lanes4[3] <= 0.1)))
+    if utf32:
+        raise InputFormatError(f"{path} is UTF-32 encoded; runaudit reads UTF-8 JSON lines",
+                               hint=f"convert it: iconv -f UTF-32 -t UTF-8 {path} > {path}.utf8.jsonl")
+    even, odd = share(h[0::2]), share(h[1::2])
+    utf16 = (h[:2] in (b"\xff\xfe", b"\xfe\xff") and len(h) >= 8 and h[2:].count(0) >= (len(h) - 2) // 3) or (
+        len(h) >= 16 and ((even >= 0.9 and odd <= 0.1) or (odd >= 0.9 and even <= 0.1)))
+    if utf16:
+        raise InputFormatError(f"{path} is UTF-16 encoded; runaudit reads UTF-8 JSON lines",
+                               hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8.jsonl")
+    if b"\n" not in head and head.count(b"\r") >= 2:
+        raise InputFormatError(f"{path} ends its lines with CR only (old Mac style); runaudit reads LF or CR LF",
+                               hint=f"convert it: tr '\\r' '\\n' < {path} > {path}.lf.jsonl")
+
+
 def _settled(st: os.stat_result, cfg: Config) -> bool:
     """Whether the file has not been written for ``settle_seconds``: what is at its end is final."""
     return time.time() - st.st_mtime >= cfg.settle_seconds
@@ -420,12 +448,8 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
         try:
             if start_off:
                 f.seek(start_off)
-            head = f.read(256) if start_off == 0 else b""
-            # A UTF-16 BOM followed by text where about every other byte is NUL (ASCII JSON in UTF-16); a BOM-like
-            # pair of garbage bytes alone is just a bad line for the quarantine.
-            if head[:2] in (b"\xff\xfe", b"\xfe\xff") and len(head) >= 8 and head[2:].count(0) >= (len(head) - 2) // 3:
-                raise InputFormatError(f"{path} is UTF-16 encoded; runaudit reads UTF-8 JSON lines",
-                                       hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8.jsonl")
+            head = f.read(65536) if start_off == 0 else b""
+            _check_encoding(path, head)
             f.seek(start_off)
             for win in iter_windows(f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes,
                                     rewind=rewind, held=None if settled else held_tail):

@@ -39,6 +39,19 @@ def _short(sql: str) -> str:
     return sql if len(sql) < 300 else sql[:297] + "..."
 
 
+def _open_error(path: str, msg: str) -> StoreError:
+    """Why a database cannot be opened, said so that nobody throws away a file holding review verdicts."""
+    first = msg.splitlines()[0] if msg else "unknown error"
+    low = msg.lower()
+    if "read-only file system" in low or "permission denied" in low or "readonly" in low:
+        return StoreError(f"cannot open database {path} for writing: {first}",
+                          hint="the file or its folder is read-only: pass --db on a writable disk, or fix the "
+                               "permissions (reading commands such as report and flags open it read-only)")
+    return StoreError(f"cannot open database {path}: {first}",
+                      hint="the file is damaged or not a DuckDB database; keep a copy (it holds review verdicts), "
+                           "then pass another --db to start a new one")
+
+
 class Store:
     """An open runaudit database.
 
@@ -92,9 +105,7 @@ class Store:
                         f"database {p} is in use by another runaudit process{who}",
                         hint="wait for the other ingest/audit to finish, or pass --wait SECONDS",
                     ) from e
-                raise StoreError(f"cannot open database {p}: {msg.splitlines()[0]}",
-                                 hint="the file may be corrupt or not a DuckDB database; "
-                                      "move it aside and re-ingest the logs") from e
+                raise _open_error(p, msg) from e
         store = cls(con, p, read_only)
         try:
             con.execute("SET TimeZone = 'UTC'")
@@ -107,6 +118,9 @@ class Store:
                 with contextlib.suppress(duckdb.Error):
                     con.execute(f"SET {setting} = false")
             store._check_and_migrate()
+        except duckdb.Error as e:
+            con.close()
+            raise _open_error(p, str(e)) from e
         except BaseException:
             con.close()
             raise
