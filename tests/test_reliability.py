@@ -353,3 +353,33 @@ def test_truncated_and_read_only_databases_say_what_is_wrong(tmp_path: Path) -> 
         with pytest.raises(StoreError) as e2:
             Store.open(ro / "r.duckdb").close()
         assert "read-only" in (e2.value.hint or "")
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_on_blank_floods_and_container_bombs(tmp_path: Path) -> None:
+    """32 MB of newlines (and the same gzipped), and a 12 MB line of 4 million empty arrays between records."""
+    import gzip as gz
+
+    blanks = tmp_path / "blanks.jsonl"
+    with blanks.open("wb") as f:
+        f.write(json.dumps(flat(run_id="first")).encode() + b"\n")
+        f.write(b"\n" * (32 << 20))
+        f.write(json.dumps(flat(run_id="last")).encode() + b"\n")
+    (tmp_path / "blanks2.jsonl.gz").write_bytes(gz.compress(blanks.read_bytes(), 1))
+    bomb = tmp_path / "bomb.jsonl"
+    bomb.write_text(json.dumps(flat(run_id="a")) + "\n" + '{"task_id":"t","messages":[' + ",".join(["[]"] * 4_000_000)
+                    + "]}\n" + json.dumps(flat(run_id="b")) + "\n")
+    db = tmp_path / "m.duckdb"
+    code = ("import json, resource, sys; from runaudit.store import Store; from runaudit.ingest import ingest; "
+            "s = Store.open(sys.argv[1]); r = ingest(s, sys.argv[2:]); "
+            "print(json.dumps({'r': r.as_dict(), 'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    out = subprocess.run([PY, "-c", code, str(db), str(blanks), str(tmp_path / "blanks2.jsonl.gz"), str(bomb)],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    r = res["r"]
+    assert r["lines"] == 2 * ((32 << 20) + 2) + 3
+    assert r["blank"] == 2 * (32 << 20) and r["quarantined"] == 1 and r["ingested"] == 4 and r["duplicates"] == 2
+    assert res["rss_kb"] < 2 * 1024 * 1024  # peak RSS under 2 GiB
+    with Store.open(db, read_only=True) as s:
+        assert s.scalar("SELECT reason FROM quarantine") == "too_complex"

@@ -23,7 +23,14 @@ from runaudit.config import Config
 from runaudit.errors import InputFormatError
 from runaudit.ingest import streams
 from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_shape_sql, parse_select
-from runaudit.ingest.reader import QUARANTINE_CAP, file_fingerprint, iter_windows, open_log, prefix_digest
+from runaudit.ingest.reader import (
+    MAX_CONTAINERS,
+    QUARANTINE_CAP,
+    file_fingerprint,
+    iter_windows,
+    open_log,
+    prefix_digest,
+)
 from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
 from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
@@ -266,11 +273,14 @@ QUARANTINE_SQL = """
 INSERT INTO quarantine
 SELECT $file, q.line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $ingest_id, k.h, k.h2, k.occ FROM (
   SELECT line_no, byte_offset, nbytes, line,
-    CASE WHEN too_long THEN 'line_too_long'
+    CASE WHEN too_long AND nbytes <= $max_line THEN 'too_complex'
+         WHEN too_long THEN 'line_too_long'
          WHEN kind = 'invalid' THEN 'not_json'
          WHEN kind = 'not_object' THEN 'not_an_object'
          ELSE 'unrecognised' END AS reason,
-    CASE WHEN too_long THEN 'line longer than the limit of ' || $max_line || ' bytes; first bytes kept'
+    CASE WHEN too_long AND nbytes <= $max_line THEN 'more than ' || $max_containers || ' JSON arrays and objects in '
+              || 'one line: too complex to parse within the memory limit; first bytes kept'
+         WHEN too_long THEN 'line longer than the limit of ' || $max_line || ' bytes; first bytes kept'
          WHEN kind = 'invalid' AND line_no = $last_line AND $unterminated
               THEN 'invalid JSON; the last line has no newline: likely truncated'
          WHEN kind = 'invalid' THEN 'invalid JSON' || CASE WHEN bad_utf8 THEN ' (and invalid UTF-8)' ELSE '' END
@@ -283,6 +293,17 @@ SELECT $file, q.line_no, byte_offset, reason, detail, left(line, $cap), nbytes, 
 ) q JOIN _keys k ON k.line_no = q.line_no
 ANTI JOIN quarantine x ON x.line_hash = k.h AND x.line_hash2 = k.h2 AND x.line_occ = k.occ
 """
+
+
+def _blank_before(win: Any, defer: tuple[int, int, bool] | None, first_line: int) -> int:
+    """Empty lines the reader left out of the window, counting only those before a deferred stream's start
+    (the lines from there are read again with the next window)."""
+    if defer is None or not win.blank_skipped:
+        return int(win.blank_skipped)
+    import pyarrow.compute as pc
+
+    kept = int(pc.sum(pc.less(win.table["line_no"], defer[1])).as_py() or 0)
+    return (defer[1] - first_line) - kept
 
 
 def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str],
@@ -304,6 +325,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
                                                   last_line=first_line + win.lines - 1, last_window=win.eof,
                                                   can_grow=win.can_grow, hold_open=hold_open)
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
+              "max_containers": MAX_CONTAINERS,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
     store.run(KEYS_SQL)
@@ -324,7 +346,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
             "defer": None if held_off is not None else defer, "held": win.lines - lines if held_off is not None else 0,
             "ingested": inserted + parts_new, "runs_added": inserted,
             "duplicates": records - inserted + parts - parts_new + quarantinable - quarantined,
-            "blank": int(counts.get("blank", 0)), "quarantined": quarantined}
+            "blank": int(counts.get("blank", 0)) + _blank_before(win, defer, first_line), "quarantined": quarantined}
 
 
 def _check_encoding(path: str, head: bytes) -> None:

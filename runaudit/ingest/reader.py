@@ -20,6 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 QUARANTINE_CAP = 64 * 1024  # bytes of a bad line kept in the quarantine table
+# A line holding more JSON arrays and objects than this ({"messages": [[], [], ...]} by the million) would exhaust
+# DuckDB's memory when parsed: it is flagged like an over-long line and quarantined as too complex. LLM call
+# records hold a few thousand at most; 500,000 parse in about 300 MB.
+MAX_CONTAINERS = 250_000
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -34,9 +38,13 @@ class Window:
     eof: bool = False  # no line of the file comes after this window
     can_grow: bool = False  # a rewind with grow=True would read a bigger window
     sse: bool = False  # a line starts "data:": raw SSE text, parsed by its own SQL
+    blank_skipped: int = 0  # empty lines counted here and left out of ``table`` (``lines`` counts them)
 
 
 WINDOW_BYTES = 32 << 20  # bytes of lines per window (tests shrink it to cross window boundaries)
+# At most this many lines per window, so that per-line arrays stay small whatever the input (32 MB of newlines
+# would otherwise be 32 million rows).
+MAX_WINDOW_LINES = 1 << 20
 GROW_LIMIT = 8  # a window grows to at most this many times WINDOW_BYTES to hold one logged stream whole
 
 
@@ -103,8 +111,21 @@ def _fill(f: IO[bytes], buf: bytearray, start: int) -> int:
     return fill
 
 
+def _limit_lines(buf: bytearray, cut: int, limit: int) -> int:
+    """``cut``, or the end of the ``limit``-th line before it when the window holds more lines than that."""
+    arr = np.frombuffer(buf, dtype=np.uint8, count=cut)
+    seen, step = 0, 4 << 20
+    for start in range(0, cut, step):
+        eq = arr[start:start + step] == 10
+        c = int(np.count_nonzero(eq))
+        if seen + c >= limit:
+            return start + int(np.flatnonzero(eq)[limit - seen - 1]) + 1
+        seen += c
+    return cut
+
+
 def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
-                 max_line: int, out: bytearray) -> tuple[pa.Table, int]:
+                 max_line: int, out: bytearray) -> tuple[pa.Table, int, int]:
     """The window's lines as an Arrow table whose strings live in ``out`` (reused from window to window).
 
     DuckDB keeps what it read from a registered Arrow table alive until the transaction ends (a file is one
@@ -155,9 +176,23 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         first[nonempty] = packed[noffs[:-1][nonempty]]
         last[nonempty] = packed[noffs[1:][nonempty] - 1]
     padded = nonempty & ((first <= 32) | (first >= 128) | (last <= 32) | (last >= 128))
+    # '[' and '{' per line (inside strings too: an upper bound), one vectorised pass over the window
+    opens = np.concatenate(([0], np.cumsum((packed == 91) | (packed == 123), dtype=np.int64)))
+    complex_ = (opens[noffs[1:]] - opens[noffs[:-1]]) > MAX_CONTAINERS
+    del opens
+    line_nos = np.arange(line0 + 1, line0 + 1 + n, dtype=np.int64)
+    starts = base + offs[:-1]
+    keep = lens > 0
+    blank = n - int(np.count_nonzero(keep))
+    if blank:
+        # Empty lines hold no bytes: dropping their offsets leaves the packed data valid as it is (no copy).
+        noffs = np.append(noffs[:-1][keep], noffs[-1]).astype(np.int32)
+        line_nos, starts, orig_len = line_nos[keep], starts[keep], orig_len[keep]
+        padded, complex_ = padded[keep], complex_[keep]
+    rows = n - blank
     data = pa.py_buffer(memoryview(packed))
     assert len(packed) == int(noffs[-1])
-    strings = pa.StringArray.from_buffers(n, pa.py_buffer(noffs), data)
+    strings = pa.StringArray.from_buffers(rows, pa.py_buffer(noffs), data)
     bad = None
     try:
         strings.validate(full=True)
@@ -166,7 +201,7 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         raw = packed.tobytes()
         texts: list[str] = []
         flags: list[bool] = []
-        for i in range(n):
+        for i in range(rows):
             seg = raw[noffs[i]:noffs[i + 1]]
             try:
                 texts.append(seg.decode("utf-8"))
@@ -177,16 +212,16 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         strings = pa.array(texts, type=pa.string())
         bad = pa.array(flags, type=pa.bool_())
     table = pa.table({
-        "line_no": pa.array(np.arange(line0 + 1, line0 + 1 + n, dtype=np.int64)),
-        "byte_offset": pa.array(base + offs[:-1]),
+        "line_no": pa.array(line_nos),
+        "byte_offset": pa.array(starts),
         "line": strings,
-        "bad_utf8": bad if bad is not None else pa.nulls(n, pa.bool_()).fill_null(False),
-        "too_long": pa.array(orig_len > max_line),
+        "bad_utf8": bad if bad is not None else pa.nulls(rows, pa.bool_()).fill_null(False),
+        "too_long": pa.array((orig_len > max_line) | complex_),
         "orig_len": pa.array(orig_len),
         "padded": pa.array(padded),
     })
     # several record batches, so that DuckDB scans the window on every core
-    return pa.Table.from_batches(table.to_batches(max_chunksize=2048)), n
+    return pa.Table.from_batches(table.to_batches(max_chunksize=2048), schema=table.schema), n, blank
 
 
 def _too_long_table(first: bytes, line_no: int, offset: int, length: int) -> pa.Table:
@@ -275,12 +310,14 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
             fill = cut  # the window ends before the line still being written
         if cut == 0:
             cut = fill  # last line of the file, without a newline
+        elif cut > 1:
+            cut = _limit_lines(buf, cut, MAX_WINDOW_LINES)
         unterminated = cut == fill and buf[cut - 1] != 10
         if len(out) < len(buf):
             out = bytearray(len(buf))
-        table, n = _lines_table(buf, cut, line_no, pos, bom, max_line, out)
+        table, n, blank = _lines_table(buf, cut, line_no, pos, bom, max_line, out)
         sse = buf.startswith(b"data:") or buf.find(b"\ndata:", 0, cut) >= 0
-        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap, sse)
+        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap, sse, blank)
         del table
         line_no += n
         pos += cut
