@@ -222,3 +222,11 @@ def test_cr_only_line_endings_are_a_clear_error(store: Store, tmp_path: Path) ->
     log.write_bytes("".join(json.dumps(flat(run_id=str(i))) + "\r" for i in range(3)).encode())
     res = ingest(store, [log])
     assert res.errors and "CR only" in res.errors[0]["error"]
+
+
+def test_duplicate_keys_read_the_first_value_and_say_so(store: Store, tmp_path: Path) -> None:
+    log = tmp_path / "dup.jsonl"
+    log.write_text('{"task_id": "t", "status": "success", "text": "ok", "status": "error"}\n')
+    ingest(store, [log])
+    status, notes = store.rows("SELECT reported_status, notes FROM runs")[0]
+    assert status == "success" and "duplicate_keys_first_wins" in notes

@@ -208,6 +208,9 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
            WHEN shape = 'anthropic_batch' THEN 'batch_result' ELSE 'http' END AS reported_source,
       list_concat(fmt_notes, list_filter([
         CASE WHEN bad_utf8 THEN 'invalid_utf8_replaced' END,
+        -- {"status": "success", ..., "status": "error"}: the first value is read (as DuckDB reads JSON); noted
+        CASE WHEN kind = 'object' AND list_transform([json_keys(line)], lambda k: len(k) <> len(list_distinct(k)))[1]
+             THEN 'duplicate_keys_first_wins' END,
         CASE WHEN repaired THEN 'invalid_escape_replaced' END,
         CASE WHEN http_raw IS NOT NULL AND http0 IS NULL THEN 'http_status_unparsed' END,
         CASE WHEN ts_raw IS NOT NULL AND ts_parsed IS NULL THEN 'ts_unparsed' END,
