@@ -208,7 +208,7 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
            WHEN shape = 'anthropic_batch' THEN 'batch_result' ELSE 'http' END AS reported_source,
       list_concat(fmt_notes, list_filter([
         CASE WHEN bad_utf8 THEN 'invalid_utf8_replaced' END,
-        -- {"status": "success", ..., "status": "error"}: the first value is read (as DuckDB reads JSON); noted
+        -- a key twice ("status": "success", ..., "status": "error"): the first value is read (as DuckDB reads JSON)
         CASE WHEN kind = 'object' AND list_transform([json_keys(line)], lambda k: len(k) <> len(list_distinct(k)))[1]
              THEN 'duplicate_keys_first_wins' END,
         CASE WHEN repaired THEN 'invalid_escape_replaced' END,
