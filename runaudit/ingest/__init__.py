@@ -143,8 +143,8 @@ _TS_PARSE = """CASE
 END"""
 # A parsed time outside 1970-2200 (``infinity``, year 9999, 294247) is no log time: kept as unparsed (the run takes
 # the file's time, note ``ts_unparsed``), so that no report is asked to draw it.
-_TS_PARSE = ("(CASE WHEN (" + _TS_PARSE + ") BETWEEN TIMESTAMP '1970-01-01' AND TIMESTAMP '2200-01-01' "
-             "THEN (" + _TS_PARSE + ") END)")
+_TS_PARSE = ("list_transform([" + _TS_PARSE + "], lambda v: CASE WHEN v BETWEEN TIMESTAMP '1970-01-01' "
+             "AND TIMESTAMP '2200-01-01' THEN v END)[1]")
 
 
 def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
@@ -229,15 +229,18 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
 # or copied file) is a duplicate. ``_occ`` carries the counts from one window of a file to the next.
 KEYS_SQL = """
 CREATE OR REPLACE TEMP TABLE _keys AS
-WITH d AS (
-  SELECT line_no, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE kind <> 'blank'
-), k AS (
-  SELECT line_no, ('0x' || left(d, 16))::UBIGINT AS h, ('0x' || substr(d, 17, 16))::UBIGINT AS h2, blen,
-         row_number() OVER (PARTITION BY d ORDER BY line_no) AS k
-  FROM d
+WITH k AS (
+  SELECT line_no, ('0x' || left(d, 16))::UBIGINT AS h, ('0x' || substr(d, 17, 16))::UBIGINT AS h2, blen
+  FROM (SELECT line_no, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE kind <> 'blank')
+), dup AS (
+  -- identical lines are rare: number them (a window sort) only where a digest repeats in the window
+  SELECT h, h2 FROM k GROUP BY h, h2 HAVING count(*) > 1
+), kd AS (
+  SELECT k.line_no, row_number() OVER (PARTITION BY k.h, k.h2 ORDER BY k.line_no) AS r
+  FROM k SEMI JOIN dup ON dup.h = k.h AND dup.h2 = k.h2
 )
-SELECT k.line_no, k.h, k.h2, k.blen, k.k + coalesce(o.n, 0) AS occ
-FROM k LEFT JOIN _occ o ON o.h = k.h AND o.h2 = k.h2
+SELECT k.line_no, k.h, k.h2, k.blen, coalesce(kd.r, 1) + coalesce(o.n, 0) AS occ
+FROM k LEFT JOIN kd ON kd.line_no = k.line_no LEFT JOIN _occ o ON o.h = k.h AND o.h2 = k.h2
 """
 OCC_INIT_SQL = "CREATE OR REPLACE TEMP TABLE _occ (h UBIGINT, h2 UBIGINT, n BIGINT, PRIMARY KEY (h, h2))"
 # An appended file goes on counting from the runs its earlier part made.

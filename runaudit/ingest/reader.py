@@ -176,10 +176,13 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         first[nonempty] = packed[noffs[:-1][nonempty]]
         last[nonempty] = packed[noffs[1:][nonempty] - 1]
     padded = nonempty & ((first <= 32) | (first >= 128) | (last <= 32) | (last >= 128))
-    # '[' and '{' per line (inside strings too: an upper bound), one vectorised pass over the window
-    opens = np.concatenate(([0], np.cumsum((packed == 91) | (packed == 123), dtype=np.int64)))
-    complex_ = (opens[noffs[1:]] - opens[noffs[:-1]]) > MAX_CONTAINERS
-    del opens
+    # '[' and '{' per line (inside strings too: an upper bound): their positions are few, so counting them per line
+    # by binary search over the line offsets costs far less than a running sum over every byte
+    pos = np.flatnonzero((packed == 91) | (packed == 123))
+    complex_ = np.zeros(n, dtype=bool)
+    if len(pos) > MAX_CONTAINERS:
+        complex_ = np.diff(np.searchsorted(pos, noffs)) > MAX_CONTAINERS
+    del pos
     line_nos = np.arange(line0 + 1, line0 + 1 + n, dtype=np.int64)
     starts = base + offs[:-1]
     keep = lens > 0
