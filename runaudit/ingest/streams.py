@@ -6,12 +6,16 @@ Loggers write the ``data`` payloads of an SSE stream one per line. Three familie
   events carry no shared id, so a stream runs from one ``message_start`` to the next. It becomes one
   ``Message`` (shape ``anthropic_stream``) built the way the SDK accumulates it: text deltas joined in order, the
   last ``message_delta``'s ``stop_reason``, ``stop_details`` and cumulative ``output_tokens``, ``input_tokens``
-  from ``message_start``, non-text blocks (tool calls) from ``content_block_start``. An ``error`` event inside
+  from ``message_start``, non-text blocks (tool calls) from ``content_block_start`` with their ``input`` joined from
+  the ``input_json_delta`` pieces. An ``error`` event inside
   the stream makes the run that error (the status was 200, the call still failed); one after the stream's
   ``message_stop`` is a run of its own.
 * OpenAI chat chunks (``object: chat.completion.chunk``), grouped by their shared ``id``: one
   ``chat.completion`` (shape ``openai_chat_stream``) with content and refusal deltas joined apart, the last
-  ``finish_reason``, the usage chunk, the tool calls; an ``error`` object in a chunk makes it an error body.
+  ``finish_reason``, the usage chunk, the tool calls (argument fragments joined per call index); an ``error``
+  object in a chunk makes it an error body. Azure's empty-id annotation chunks join the stream by position.
+* Gemini ``streamGenerateContent`` chunks (complete responses sharing a ``responseId``): merged like the SDK does
+  (shape ``gemini_stream``); a lone response with an id stays as it is.
 * OpenAI Responses stream events (``type: response.*``), from one ``response.created`` to the next: the last
   full ``response`` object they carry (the terminal ``response.completed`` / ``incomplete`` / ``failed`` holds
   the whole response), shape ``openai_responses_stream``; an ``error`` event (top-level ``code``/``message``)
@@ -133,8 +137,6 @@ WITH x AS (
     arg_max(json_extract(line, '$.delta'), line_no) FILTER (WHERE ev_type = 'message_delta') AS delta,
     arg_max(json_extract(line, '$.usage.output_tokens'), line_no) FILTER (WHERE ev_type = 'message_delta')
         AS out_tok,
-    list(json_extract(line, '$.content_block') ORDER BY line_no)
-        FILTER (WHERE btype IS NOT NULL AND btype <> 'text') AS blocks,
     arg_min(json_extract(line, '$.error'), line_no) FILTER (WHERE ev_type = 'error') AS err,
     -- OpenAI chat chunks: content and refusal deltas joined apart, the last finish_reason, usage, tool calls
     any_value(nullif(json_extract_string(line, '$.id'), '')) FILTER (WHERE fam = 'openai') AS cid,
@@ -152,8 +154,6 @@ WITH x AS (
             line_no) FILTER (WHERE fam = 'openai' AND coalesce(json_extract(line, '$.prompt_filter_results'),
                                                                json_extract(line, '$.prompt_annotations')) IS NOT NULL)
         AS pfr,
-    list(json_extract(ch, '$.delta.tool_calls[0]') ORDER BY line_no)
-        FILTER (WHERE json_extract_string(ch, '$.delta.tool_calls[0].id') IS NOT NULL) AS calls,
     arg_max(json_extract(line, '$.usage'), line_no) FILTER (WHERE json_type(line, '$.usage') = 'OBJECT') AS cusage,
     arg_min(json_extract(line, '$.error'), line_no)
         FILTER (WHERE fam = 'openai' AND json_type(line, '$.error') = 'OBJECT') AS cerr,
@@ -167,6 +167,34 @@ WITH x AS (
     -- Gemini: the chunks of one responseId, merged
     list(json(line) ORDER BY line_no) FILTER (WHERE fam = 'gemini') AS gchunks
   FROM x GROUP BY sid
+), oc AS (
+  -- OpenAI tool calls arrive in fragments: the id and name first, then pieces of the arguments, by index
+  SELECT sid, line_no, unnest(json_extract(ch, '$.delta.tool_calls[*]')) AS tc FROM x
+  WHERE fam = 'openai' AND json_type(ch, '$.delta.tool_calls') = 'ARRAY'
+), ocalls AS (
+  SELECT sid, list(c ORDER BY idx) AS calls FROM (
+    SELECT sid, coalesce(try_cast(tc->>'$.index' AS INTEGER), 0) AS idx,
+           json_object('id', min(tc->>'$.id'), 'type', 'function',
+                       'function', json_object('name', min(tc->>'$.function.name'),
+                                               'arguments', string_agg(tc->>'$.function.arguments', ''
+                                                                       ORDER BY line_no))) AS c
+    FROM oc GROUP BY sid, idx)
+  GROUP BY sid
+), ab AS (
+  -- Anthropic tool_use input arrives as input_json_delta pieces of one JSON text per block index
+  SELECT sid, try_cast(line->>'$.index' AS INTEGER) AS idx,
+         string_agg(line->>'$.delta.partial_json', '' ORDER BY line_no) AS pj
+  FROM x WHERE dtype = 'input_json_delta' GROUP BY sid, idx
+), ablocks AS (
+  SELECT b.sid, list(CASE WHEN coalesce(ab.pj, '') = '' THEN b.block
+                          ELSE json_merge_patch(b.block, json_object('input', CASE WHEN json_valid(ab.pj)
+                                                THEN json(ab.pj) ELSE to_json(ab.pj) END)) END
+                     ORDER BY b.line_no) AS blocks
+  FROM (SELECT sid, line_no, try_cast(line->>'$.index' AS INTEGER) AS idx,
+               json_extract(line, '$.content_block') AS block
+        FROM x WHERE btype IS NOT NULL AND btype <> 'text') b
+  LEFT JOIN ab ON ab.sid = b.sid AND ab.idx IS NOT DISTINCT FROM b.idx
+  GROUP BY b.sid
 )
 SELECT sid, line_no, byte_offset, nbytes, events,
   (CASE
@@ -203,7 +231,7 @@ SELECT sid, line_no, byte_offset, nbytes, events,
                                       coalesce(out_tok, msg->'$.usage.output_tokens')),
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    END)::VARCHAR AS line
-FROM g
+FROM g LEFT JOIN ocalls USING (sid) LEFT JOIN ablocks USING (sid)
 """.replace("__GEMINI_MERGE__", gemini_merge_sql("gchunks"))
 
 CHUNK_SQL = """
