@@ -248,3 +248,45 @@ def test_streamed_tool_call_arguments_are_joined_and_scored(store: Store, tmp_pa
         ("msg_tool", "declined", "DE10"), ("chatcmpl-TS", "declined", "DE10")]
     for r in got:
         assert json.loads(r["tool_payload"]) == [{"name": "answer", "input": json.loads(refusal)}]
+
+
+def test_bedrock_converse_streams_and_client_errors(store: Store, tmp_path: Path) -> None:
+    def stream(text: str, stop: str | None, *, tool: dict[str, Any] | None = None,
+               metadata: bool = True) -> list[dict[str, Any]]:
+        ev: list[dict[str, Any]] = [{"messageStart": {"role": "assistant"}}]
+        if text:
+            ev += [{"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": text[:9]}}},
+                   {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": text[9:]}}},
+                   {"contentBlockStop": {"contentBlockIndex": 0}}]
+        if tool:
+            raw = json.dumps(tool)
+            ev += [{"contentBlockStart": {"contentBlockIndex": 1,
+                                          "start": {"toolUse": {"toolUseId": "tu_1", "name": "reply"}}}},
+                   {"contentBlockDelta": {"contentBlockIndex": 1, "delta": {"toolUse": {"input": raw[:15]}}}},
+                   {"contentBlockDelta": {"contentBlockIndex": 1, "delta": {"toolUse": {"input": raw[15:]}}}},
+                   {"contentBlockStop": {"contentBlockIndex": 1}}]
+        if stop:
+            ev.append({"messageStop": {"stopReason": stop}})
+        if metadata:
+            ev.append({"metadata": {"usage": {"inputTokens": 22, "outputTokens": 55, "totalTokens": 77},
+                                    "metrics": {"latencyMs": 2040}}})
+        return ev
+
+    throttled = [{"messageStart": {"role": "assistant"}},
+                 {"throttlingException": {"message": "Too many requests, please wait before trying again."}}]
+    client_error = {"Error": {"Code": "ValidationException", "Message": "Malformed input request"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "req-1"}}
+    lines = (stream("The invoice total is 42 EUR.", "end_turn")
+             + stream("Sorry, the model cannot answer this question.", "guardrail_intervened")
+             + stream("", "tool_use", tool={"text": "I'm sorry, but I can't help with making a weapon."})
+             + throttled + [client_error]
+             + stream("Once upon a time", None, metadata=False))
+    res = ingest(store, [write(tmp_path / "br.jsonl", lines)])
+    classify(store, Config())
+    assert (res.quarantined, res.runs_added) == (0, 6), res.as_dict()
+    got = [(r["shape"], r["outcome"], r["rule_code"]) for r in runs(store)]
+    assert got == [("bedrock_stream", "ok", "OK00"), ("bedrock_stream", "declined", "DE04"),
+                   ("bedrock_stream", "declined", "DE10"), ("bedrock_stream", "infra_error", "IN01"),
+                   ("bedrock_error", "infra_error", "CL01"), ("bedrock_stream", "infra_error", "IN07")]
+    first = runs(store)[0]
+    assert first["response_text"] == "The invoice total is 42 EUR." and first["output_tokens"] == 55

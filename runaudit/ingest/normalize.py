@@ -63,6 +63,10 @@ _STRUCT = {
     # Responses stream error events carry a sequence number (Anthropic error events do not); Gemini and Azure ids
     "sequence_number": "VARCHAR", "responseId": "VARCHAR", "response_id": "VARCHAR",
     "prompt_filter_results": "JSON", "prompt_annotations": "JSON",
+    # Bedrock ConverseStream events, one per line (one key each), and its in-stream exceptions
+    "messageStart": "JSON", "contentBlockStart": "JSON", "contentBlockDelta": "JSON", "contentBlockStop": "JSON",
+    "messageStop": "JSON", "internalServerException": "JSON", "modelStreamErrorException": "JSON",
+    "validationException": "JSON", "throttlingException": "JSON", "serviceUnavailableException": "JSON",
 }
 # The event types of a logged Anthropic stream (an ``error`` event inside a stream is added when assembling).
 STREAM_EVENTS = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
@@ -255,6 +259,8 @@ WITH s AS (
              u.finish_reason, u.ts, u.timestamp, u.created_at, u.model, u.answer,
              u.metadata.task_id) IS NOT NULL
              OR u.error IS NOT NULL OR u.response IS NOT NULL THEN 'flat'
+        -- botocore's ClientError response: {"Error": {"Code", "Message"}, "ResponseMetadata": {...}}
+        WHEN json_exists(line, '$.Error.Code') THEN 'bedrock_error'
       END AS shape
     FROM s
 )
@@ -384,12 +390,13 @@ WITH p0 AS (
 )
 SELECT
   line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, x_notes AS fmt_notes,
-  CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error')
+  CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error',
+                     'bedrock_error')
        THEN 'bare' ELSE shape END AS shape_kind,
   shape,
   CASE WHEN ptype IN ('anthropic') THEN 'anthropic'
        WHEN ptype IN ('openai_chat', 'openai_responses', 'openai_error') THEN 'openai'
-       WHEN ptype = 'gemini' THEN 'gemini' WHEN ptype = 'bedrock' THEN 'bedrock'
+       WHEN ptype = 'gemini' THEN 'gemini' WHEN ptype IN ('bedrock', 'bedrock_error') THEN 'bedrock'
        WHEN shape = 'openai_batch' THEN 'openai' WHEN shape = 'anthropic_batch' THEN 'anthropic'
        ELSE coalesce(
          CASE WHEN lower(coalesce(u.model, '')) LIKE '%claude%' THEN 'anthropic'
@@ -441,6 +448,7 @@ SELECT
   ) AS http_raw,
   -- error type: provider envelopes first, then the pipeline's own error field
   coalesce(
+    CASE WHEN shape = 'bedrock_error' THEN line->>'$.Error.Code' END,
     CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.type, berr.type) END,
     CASE WHEN ptype = 'anthropic' AND p.type = 'error' THEN perr.type END,
     CASE WHEN ptype IN ('openai_error', 'openai_chat', 'openai_responses', 'gemini')
@@ -451,6 +459,7 @@ SELECT
     -- Azure's inner code names the policy when the outer code is null
     perr.innererror.code, err.innererror.code, perr.inner_error.code, err.inner_error.code) AS error_type,
   coalesce(
+    CASE WHEN shape = 'bedrock_error' THEN coalesce(line->>'$.Error.Message', line->>'$.message') END,
     CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.message, berr.message) END,
     perr.message, err.error.message, err.message,
     CASE WHEN json_type(u.error) = 'VARCHAR' THEN u.error->>'$' END) AS error_message,
@@ -481,6 +490,12 @@ SELECT
        WHEN shape IS NULL AND coalesce(u.object, '') = '' AND coalesce(u.id, '') = '' AND u.choices IS NOT NULL
             THEN 'chunk'
        WHEN starts_with(u.type, 'response.') THEN u.type
+       WHEN shape IS NULL AND u.messageStart IS NOT NULL THEN 'bedrock.messageStart'
+       WHEN shape IS NULL AND coalesce(u.contentBlockStart, u.contentBlockDelta, u.contentBlockStop, u.messageStop)
+            IS NOT NULL THEN 'bedrock.event'
+       WHEN shape IS NULL AND coalesce(u.internalServerException, u.modelStreamErrorException, u.validationException,
+            u.throttlingException, u.serviceUnavailableException) IS NOT NULL THEN 'bedrock.exception'
+       WHEN shape IS NULL AND json_exists(line, '$.metadata.usage') THEN 'bedrock.metadata'
        -- Gemini stream chunks share a responseId (a lone response with an id is left as it is when assembling)
        WHEN shape = 'gemini' AND NOT garray AND coalesce(u.responseId, u.response_id) IS NOT NULL
             THEN 'gemini_chunk' END AS ev_type,

@@ -45,14 +45,15 @@ CREATE OR REPLACE TEMP TABLE _ev AS
 WITH e AS (
   SELECT line_no, byte_offset, nbytes, ev_type, line,
          CASE WHEN ev_type = 'chunk' THEN 'openai' WHEN starts_with(ev_type, 'response.') THEN 'responses'
-              WHEN ev_type = 'gemini_chunk' THEN 'gemini' ELSE 'anthropic' END AS fam,
+              WHEN ev_type = 'gemini_chunk' THEN 'gemini' WHEN starts_with(ev_type, 'bedrock.') THEN 'bedrock'
+              ELSE 'anthropic' END AS fam,
          CASE WHEN ev_type = 'chunk' THEN nullif(json_extract_string(line, '$.id'), '') END AS cid,
          gemini_rid
   FROM _final
   WHERE ev_type IS NOT NULL AND (shape IS NULL OR ev_type IN ('error', 'chunk', 'gemini_chunk')
                                  OR starts_with(ev_type, 'response.'))
 ), n AS (
-  SELECT *, sum(CASE WHEN ev_type IN ('message_start', 'response.created') THEN 1 ELSE 0 END)
+  SELECT *, sum(CASE WHEN ev_type IN ('message_start', 'response.created', 'bedrock.messageStart') THEN 1 ELSE 0 END)
                 OVER (PARTITION BY fam ORDER BY line_no) AS n,
          -- Azure chunks with an empty id belong to a stream by position: the prompt-annotation chunk (no choices)
          -- to the stream after it, asynchronous-filter chunks (the one ending a blocked stream too) to the one before
@@ -88,12 +89,13 @@ OPEN_STREAMS_SQL = """
 SELECT min(start_line), min(start_off) FROM (
   SELECT sid, fam, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
          bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete',
-                             'response.failed', 'response.error')) AS ended,
-         max(CASE WHEN fam IN ('anthropic', 'responses') THEN start_line END) OVER (PARTITION BY fam) AS last_start
+                             'response.failed', 'response.error', 'bedrock.metadata', 'bedrock.exception')) AS ended,
+         max(CASE WHEN fam IN ('anthropic', 'responses', 'bedrock') THEN start_line END) OVER (PARTITION BY fam)
+             AS last_start
   FROM (SELECT *, min(line_no) OVER (PARTITION BY sid) AS start_line FROM _ev)
   GROUP BY sid, fam, start_line
 )
-WHERE (fam IN ('anthropic', 'responses') AND start_line = last_start AND NOT ended)
+WHERE (fam IN ('anthropic', 'responses', 'bedrock') AND start_line = last_start AND NOT ended)
    OR (fam IN ('openai', 'gemini') AND end_line = $last_line)
 """
 
@@ -105,7 +107,8 @@ HELD_STREAMS_SQL = """
 SELECT min(start_line), min(start_off) FROM (
   SELECT sid, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
     bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete', 'response.failed',
-                        'response.error')
+                        'response.error', 'bedrock.metadata', 'bedrock.exception')
+            OR (fam = 'bedrock' AND json_exists(line, '$.messageStop'))
             OR (fam = 'openai' AND (json_extract_string(line, '$.choices[0].finish_reason') IS NOT NULL
                                     OR json_type(line, '$.error') = 'OBJECT'))
             OR (fam = 'gemini' AND (coalesce(json_extract_string(line, '$.candidates[0].finishReason'),
@@ -164,6 +167,16 @@ WITH x AS (
                                          json_extract(line, '$.error.type')),
                         'message', coalesce(json_extract(line, '$.message'), json_extract(line, '$.error.message'))),
             line_no) FILTER (WHERE ev_type = 'response.error') AS rerr,
+    -- Bedrock ConverseStream: text deltas joined, the messageStop's stopReason, metadata's usage, an exception
+    string_agg(json_extract_string(line, '$.contentBlockDelta.delta.text'), '' ORDER BY line_no)
+        FILTER (WHERE fam = 'bedrock') AS btext,
+    arg_max(json_extract_string(line, '$.messageStop.stopReason'), line_no)
+        FILTER (WHERE fam = 'bedrock' AND json_exists(line, '$.messageStop')) AS bstop,
+    arg_max(json_extract(line, '$.metadata.usage'), line_no) FILTER (WHERE ev_type = 'bedrock.metadata') AS busage,
+    arg_max(json_extract(line, '$.metadata.metrics'), line_no) FILTER (WHERE ev_type = 'bedrock.metadata')
+        AS bmetrics,
+    arg_min(json_object('Code', json_keys(line)[1], 'Message', json_extract(line, '$.*.message')[1]), line_no)
+        FILTER (WHERE ev_type = 'bedrock.exception') AS bexc,
     -- Gemini: the chunks of one responseId, merged
     list(json(line) ORDER BY line_no) FILTER (WHERE fam = 'gemini') AS gchunks
   FROM x GROUP BY sid
@@ -185,6 +198,20 @@ WITH x AS (
   SELECT sid, try_cast(line->>'$.index' AS INTEGER) AS idx,
          string_agg(line->>'$.delta.partial_json', '' ORDER BY line_no) AS pj
   FROM x WHERE dtype = 'input_json_delta' GROUP BY sid, idx
+), btools AS (
+  -- Bedrock tool calls: contentBlockStart names the tool, contentBlockDelta.delta.toolUse.input pieces its input
+  SELECT sid, list(json_object('toolUse', json_object('toolUseId', tid, 'name', tname, 'input',
+                   CASE WHEN json_valid(tin) AND tin <> '' THEN json(tin) ELSE to_json(tin) END)) ORDER BY idx)
+             AS btools
+  FROM (SELECT sid, try_cast(coalesce(line->>'$.contentBlockStart.contentBlockIndex',
+                                      line->>'$.contentBlockDelta.contentBlockIndex') AS INTEGER) AS idx,
+               min(line->>'$.contentBlockStart.start.toolUse.toolUseId') AS tid,
+               min(line->>'$.contentBlockStart.start.toolUse.name') AS tname,
+               string_agg(line->>'$.contentBlockDelta.delta.toolUse.input', '' ORDER BY line_no) AS tin
+        FROM x WHERE fam = 'bedrock' AND (json_exists(line, '$.contentBlockStart.start.toolUse')
+                                          OR json_exists(line, '$.contentBlockDelta.delta.toolUse'))
+        GROUP BY sid, idx)
+  GROUP BY sid
 ), ablocks AS (
   SELECT b.sid, list(CASE WHEN coalesce(ab.pj, '') = '' THEN b.block
                           ELSE json_merge_patch(b.block, json_object('input', CASE WHEN json_valid(ab.pj)
@@ -198,6 +225,13 @@ WITH x AS (
 )
 SELECT sid, line_no, byte_offset, nbytes, events,
   (CASE
+   WHEN fam = 'bedrock' AND bexc IS NOT NULL THEN
+     json_object('Error', bexc, '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
+   WHEN fam = 'bedrock' THEN
+     json_object('output', json_object('message', json_object('role', 'assistant', 'content',
+                     to_json(list_concat([json_object('text', coalesce(btext, ''))], coalesce(btools, []))))),
+                 'stopReason', bstop, 'usage', busage, 'metrics', bmetrics,
+                 '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    WHEN fam = 'gemini' THEN
      json_merge_patch(__GEMINI_MERGE__, json_object('_stream', json_object('events', events, 'first_line', line_no,
                                                                             'last_line', last_line)))
@@ -231,7 +265,7 @@ SELECT sid, line_no, byte_offset, nbytes, events,
                                       coalesce(out_tok, msg->'$.usage.output_tokens')),
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    END)::VARCHAR AS line
-FROM g LEFT JOIN ocalls USING (sid) LEFT JOIN ablocks USING (sid)
+FROM g LEFT JOIN ocalls USING (sid) LEFT JOIN ablocks USING (sid) LEFT JOIN btools USING (sid)
 """.replace("__GEMINI_MERGE__", gemini_merge_sql("gchunks"))
 
 CHUNK_SQL = """
@@ -245,6 +279,7 @@ DELETE FROM _final WHERE line_no IN (SELECT line_no FROM _ev);
 INSERT INTO _final BY NAME
 SELECT * REPLACE (CASE shape WHEN 'anthropic' THEN 'anthropic_stream' WHEN 'openai_chat' THEN 'openai_chat_stream'
                              WHEN 'openai_error' THEN 'openai_chat_stream' WHEN 'gemini' THEN 'gemini_stream'
+                             WHEN 'bedrock' THEN 'bedrock_stream' WHEN 'bedrock_error' THEN 'bedrock_stream'
                              WHEN 'openai_responses' THEN 'openai_responses_stream' ELSE shape END AS shape,
                   list_append(notes, 'assembled_from_stream') AS notes)
 FROM _final_streams;

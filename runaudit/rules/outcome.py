@@ -157,7 +157,8 @@ class IN07Incomplete(Rule):
             AND ((shape IN ('anthropic', 'anthropic_stream', 'wrapped', 'anthropic_batch') AND provider = 'anthropic')
                  OR (shape IN ('openai_chat', 'openai_chat_stream', 'wrapped', 'openai_batch')
                      AND provider = 'openai')
-                 OR (shape = 'gemini_stream' AND provider = 'gemini' AND block_reason IS NULL))
+                 OR (shape = 'gemini_stream' AND provider = 'gemini' AND block_reason IS NULL)
+                 OR (shape = 'bedrock_stream' AND provider = 'bedrock'))
             AND coalesce(batch_result, 'succeeded') IN ('succeeded', 'response')
             AND (hs IS NULL OR hs BETWEEN 200 AND 299)))""")
 
