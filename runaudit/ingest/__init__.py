@@ -209,7 +209,8 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
       list_concat(fmt_notes, list_filter([
         CASE WHEN bad_utf8 THEN 'invalid_utf8_replaced' END,
         -- a key twice ("status": "success", ..., "status": "error"): the first value is read (as DuckDB reads JSON)
-        CASE WHEN kind = 'object' AND list_transform([json_keys(line)], lambda k: len(k) <> len(list_distinct(k)))[1]
+        CASE WHEN list_transform([json_keys(CASE WHEN kind = 'object' THEN line END)],
+                                 lambda k: len(k) <> len(list_distinct(k)))[1]
              THEN 'duplicate_keys_first_wins' END,
         CASE WHEN repaired THEN 'invalid_escape_replaced' END,
         CASE WHEN http_raw IS NOT NULL AND http0 IS NULL THEN 'http_status_unparsed' END,

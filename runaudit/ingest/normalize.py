@@ -260,7 +260,7 @@ WITH s AS (
              u.metadata.task_id) IS NOT NULL
              OR u.error IS NOT NULL OR u.response IS NOT NULL THEN 'flat'
         -- botocore's ClientError response: {"Error": {"Code", "Message"}, "ResponseMetadata": {...}}
-        WHEN json_exists(line, '$.Error.Code') THEN 'bedrock_error'
+        WHEN json_exists(CASE WHEN kind = 'object' THEN line END, '$.Error.Code') THEN 'bedrock_error'
       END AS shape
     FROM s
 )
@@ -495,7 +495,8 @@ SELECT
             IS NOT NULL THEN 'bedrock.event'
        WHEN shape IS NULL AND coalesce(u.internalServerException, u.modelStreamErrorException, u.validationException,
             u.throttlingException, u.serviceUnavailableException) IS NOT NULL THEN 'bedrock.exception'
-       WHEN shape IS NULL AND json_exists(line, '$.metadata.usage') THEN 'bedrock.metadata'
+       WHEN shape IS NULL AND json_exists(CASE WHEN kind = 'object' THEN line END, '$.metadata.usage')
+            THEN 'bedrock.metadata'
        -- Gemini stream chunks share a responseId (a lone response with an id is left as it is when assembling)
        WHEN shape = 'gemini' AND NOT garray AND coalesce(u.responseId, u.response_id) IS NOT NULL
             THEN 'gemini_chunk' END AS ev_type,
