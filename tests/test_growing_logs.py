@@ -119,3 +119,11 @@ def test_renamed_rewritten_and_recompressed_files_add_nothing_twice(store: Store
 def test_duckdb_progress_bar_is_off(store: Store) -> None:
     """On a loaded machine DuckDB's progress bar printed into stdout and corrupted --json."""
     assert store.scalar("SELECT current_setting('enable_progress_bar')") is False
+
+
+def test_the_cli_says_what_was_held_back(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "live.jsonl"
+    log.write_text(json.dumps(flat(run_id="a")) + "\n" + '{"task_id": "t", "te', encoding="utf-8")
+    invoke(["audit", log, "--db", tmp_path / "x.duckdb"], stdout_has="held back: 1 line(s)")
+    out = invoke(["ingest", log, "--db", tmp_path / "x.duckdb", "--json"]).stdout
+    assert json.loads(out)["held"] == 1

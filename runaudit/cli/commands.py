@@ -133,6 +133,9 @@ def audit(
             typer.echo(f"declined runs awaiting a person: {summ['awaiting_review']}   (runaudit review list)")
         if summ["quarantined"]:
             typer.echo(f"quarantined lines: {summ['quarantined']}")
+        if ingest_res is not None and ingest_res.held:
+            typer.echo(f"held back: {ingest_res.held} line(s) still being written (read when complete or once the "
+                       "file has been quiet for [ingest] settle_seconds)")
     if ingest_res is not None:
         _report_ingest_errors(ingest_res)
     hit = any((summ["false_success"] if k == "false-success" else summ["outcomes"][k]) > 0 for k in kinds)
