@@ -383,3 +383,50 @@ def test_memory_stays_bounded_on_blank_floods_and_container_bombs(tmp_path: Path
     assert res["rss_kb"] < 2 * 1024 * 1024  # peak RSS under 2 GiB
     with Store.open(db, read_only=True) as s:
         assert s.scalar("SELECT reason FROM quarantine") == "too_complex"
+
+
+_SHAPE_KEYS = ["messageStart", "contentBlockDelta", "messageStop", "metadata", "throttlingException", "Error",
+               "ResponseMetadata", "message", "candidates", "responseId", "promptFeedback", "usageMetadata", "choices",
+               "id", "object", "model", "prompt_filter_results", "type", "sequence_number", "error", "code", "output",
+               "status", "content", "stop_reason", "finishReason", "finish_reason", "task_id", "text", "tool_calls",
+               "function", "arguments", "input", "delta", "index", "usage", "stopReason", "response", "custom_id"]
+_SHAPE_VALUES = [None, True, 0, 1, 7, 1.5, "", "STOP", "10", "chat.completion.chunk", "response", "message", "error",
+                 "tool_use", "refusal", "I'm sorry, I can't help.", '{"a": "I\'m sorry, but I can\'t do that."}',
+                 "<think>x</think>no", "[1,", "\u202e\x1b[2J"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_objects_mixing_every_shapes_keys_never_crash(tmp_path: Path, seed: int) -> None:
+    """Random objects built from the keys the shape detection and stream assembly read (Bedrock, Gemini, Azure,
+    Responses, ClientError...), with values of every type, in plain, SSE and array lines: every line is
+    accounted for and classification runs (a json_exists on a truncated line once stopped every ingest)."""
+    rng = random.Random(seed)
+
+    def val(d: int = 0) -> object:
+        r = rng.random()
+        if d > 3 or r < 0.3:
+            return rng.choice(_SHAPE_VALUES)
+        if r < 0.55:
+            return [val(d + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(_SHAPE_KEYS): val(d + 1) for _ in range(rng.randint(0, 4))}
+
+    lines = []
+    for _ in range(60):
+        r = rng.random()
+        obj = {rng.choice(_SHAPE_KEYS): val() for _ in range(rng.randint(1, 5))}
+        lines.append(json.dumps([val() for _ in range(3)]) if r < 0.05 else
+                     "data: " + json.dumps(obj) if r < 0.1 else json.dumps(obj)[: -rng.randint(1, 5)] if r < 0.15
+                     else json.dumps(obj))
+    path = tmp_path / f"mix{seed}.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with Store.open(":memory:") as s:
+        res = ingest(s, [path])
+        assert not res.errors, res.errors
+        assert res.lines + res.held == len(lines)
+        assert res.ingested + res.duplicates + res.blank + res.quarantined == res.lines
+        # stream event lines fold into one run each: runs are runs_added, not ingested lines
+        assert s.scalar("SELECT count(*) FROM runs") == res.runs_added
+        assert s.scalar("SELECT count(*) FROM quarantine") == res.quarantined
+        classify(s, Config())
+        assert s.scalar("SELECT count(*) FROM audit_runs") == res.runs_added
