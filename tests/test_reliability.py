@@ -279,10 +279,15 @@ def test_two_writers_and_a_reader_during_ingest(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert second.returncode == 4 and "in use by another runaudit process" in second.stderr
     assert "Traceback" not in second.stderr
-    rep = subprocess.run([PY, "-m", "runaudit", "report", "--db", db, "--out", tmp_path / "r"],
+    rep = subprocess.run([PY, "-m", "runaudit", "report", "--db", db, "--out", tmp_path / "r", "--wait", "0"],
                          capture_output=True, text=True, timeout=60)
     assert rep.returncode == 4 and "in use by another runaudit process" in rep.stderr
     assert "Traceback" not in rep.stderr
+    # a reader that may wait says so, and gets the database once the writer is done
+    reader = subprocess.run([PY, "-m", "runaudit", "review", "list", "--db", db, "--wait", "300"],
+                            capture_output=True, text=True, timeout=600)
+    assert "waiting up to 300 s" in reader.stderr and "is in use by another" not in reader.stderr
+    assert "Traceback" not in reader.stderr
     # a writer that waits long enough gets its turn
     third = subprocess.run([PY, "-m", "runaudit", "ingest", small, "--db", db, "--wait", "300", "--json"],
                            capture_output=True, text=True, timeout=600)

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from runaudit.cli import app, guarded
-from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, progress_bar
+from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, progress_bar, say_waiting
 from runaudit.errors import ExitCode, InputFormatError, UsageError
 from runaudit.redact import for_csv, for_terminal
 
@@ -55,7 +55,7 @@ def ingest(
     from runaudit.store import Store
 
     cfg = load_config(config)
-    with Store.open(db, wait=wait) as store:
+    with Store.open(db, wait=wait, on_wait=say_waiting) as store:
         res = _run_ingest(store, paths, cfg, not as_json)
     if as_json:
         echo_json(res.as_dict())
@@ -103,7 +103,7 @@ def audit(
         raise UsageError(f"--fail-on {bad[0]!r} is not one of: {', '.join(FAIL_ON)}")
     cfg = load_config(config)
     ingest_res = None
-    with Store.open(db, wait=wait, create=bool(paths)) as store:
+    with Store.open(db, wait=wait, create=bool(paths), on_wait=say_waiting) as store:
         if paths:
             ingest_res = _run_ingest(store, paths, cfg, not as_json)
         cres = classify(store, cfg)
@@ -156,6 +156,7 @@ def flags(
     borderline: bool = typer.Option(False, "--borderline", help="Instead: runs whose refusal score is in the "
                                     "ambiguous band ([classify] ambiguous_band), whatever their outcome."),
     config: Path | None = CONFIG_OPT,
+    wait: float = WAIT_OPT,
 ) -> None:
     """Runs the pipeline logged as success whose real outcome is not ok (or, with --borderline, uncertain ones)."""
     from runaudit.audit import borderline as borderline_runs
@@ -164,7 +165,7 @@ def flags(
 
     if as_json and as_csv:
         raise UsageError("--json and --csv are alternatives: pass one of them")
-    with Store.open(db, read_only=True) as store:
+    with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         if borderline:
             from runaudit.config import load_config
 
@@ -201,12 +202,12 @@ def flags(
 
 @app.command()
 @guarded
-def diff(db: Path | None = DB_OPT, as_json: bool = JSON_OPT) -> None:
+def diff(db: Path | None = DB_OPT, as_json: bool = JSON_OPT, wait: float = WAIT_OPT) -> None:
     """Runs whose outcome changed between the last two rulesets, and why."""
     from runaudit.audit import ruleset_diff
     from runaudit.store import Store
 
-    with Store.open(db, read_only=True) as store:
+    with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         old, new, df = ruleset_diff(store)
     if as_json:
         echo_json({"old_ruleset": old, "new_ruleset": new, "changed": df.to_dicts()})

@@ -18,6 +18,11 @@ JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of 
 WAIT_OPT = typer.Option(30.0, "--wait", help="Seconds to wait for another runaudit process holding the database.")
 
 
+def say_waiting(message: str) -> None:
+    """Tell the user (on stderr) that the command waits for the database lock."""
+    typer.echo(f"{message} ...", err=True)
+
+
 def echo_json(obj: Any) -> None:
     """Print one JSON object on stdout: secrets masked in every string; control characters (C0 are escaped by
     JSON itself, C1 and bidirectional overrides are not) written as \\u escapes."""

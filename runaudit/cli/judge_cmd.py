@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from runaudit.cli import app, guarded
-from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json
+from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_waiting
 
 
 @app.command()
@@ -36,7 +36,7 @@ def judge(
 
     cfg = load_config(config)
     client = make_client()
-    with Store.open(db, wait=wait, create=False) as store:
+    with Store.open(db, wait=wait, create=False, on_wait=say_waiting) as store:
         earlier = collect_pending(store, cfg, client)
         if earlier is not None:
             msg = (f"batch {earlier.batch_id} from an earlier run is still processing; try again later"

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from runaudit.cli import app, guarded
-from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, echo_json
+from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_waiting
 
 
 def parse_date(value: str | None, name: str) -> dt.date | None:
@@ -35,6 +35,7 @@ def report(
     out: Path = typer.Option(Path("report"), "--out", help="Output folder."),
     fmt: str = typer.Option("md,html", "--format", help="Comma-separated: md, html."),
     as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
 ) -> None:
     """Write the weekly report: report.md, a self-contained report.html, report.json and chart PNGs."""
     from runaudit.config import load_config
@@ -43,7 +44,7 @@ def report(
 
     cfg = load_config(config)
     formats = tuple(f.strip().lower() for f in fmt.split(",") if f.strip())
-    with Store.open(db, read_only=True) as store:
+    with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         res = write_report(store, cfg, out, week, parse_date(since, "--since"), parse_date(until, "--until"), formats)
     if as_json:
         echo_json(res.__dict__)

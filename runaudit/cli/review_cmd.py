@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from runaudit.cli import app, guarded
-from runaudit.cli.common import DB_OPT, JSON_OPT, WAIT_OPT, echo_json
+from runaudit.cli.common import DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_waiting
 
 review_app = typer.Typer(help="The review queue: declined runs for a person to judge (never resent).",
                          no_args_is_help=True)
@@ -22,6 +22,7 @@ def export(
     include: list[str] = typer.Option(None, "--include", help="Also queue this outcome (degraded)."),
     prune: bool = typer.Option(False, "--prune", help="Remove <key>.json files no longer in the queue."),
     as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
 ) -> None:
     """Write one JSON file per queue item (whole input and output); re-running updates them in place."""
     from runaudit.errors import UsageError
@@ -31,7 +32,7 @@ def export(
     extra = [i.lower() for i in include or []]
     if any(i != "degraded" for i in extra):
         raise UsageError("--include takes only: degraded")
-    with Store.open(db, read_only=True) as store:
+    with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         res = export_queue(store, directory, include_degraded="degraded" in extra, prune=prune)
     if as_json:
         echo_json(res.as_dict())
@@ -49,13 +50,14 @@ def list_(
     status: str = typer.Option("open", "--status", help="open, confirmed, false-positive or all."),
     include: list[str] = typer.Option(None, "--include", help="Also list this outcome (degraded)."),
     as_json: bool = JSON_OPT,
+    wait: float = WAIT_OPT,
 ) -> None:
     """Queue items, one per idempotency key, with how often and when they were seen."""
     from runaudit.redact import for_terminal
     from runaudit.review import review_queue
     from runaudit.store import Store
 
-    with Store.open(db, read_only=True) as store:
+    with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         df = review_queue(store, status, include_degraded="degraded" in (include or []))
     if as_json:
         echo_json([{k: v for k, v in r.items() if k not in ("prompt", "response_text")}
@@ -86,6 +88,6 @@ def resolve_(
     from runaudit.review import resolve
     from runaudit.store import Store
 
-    with Store.open(db, wait=wait, create=False) as store:
+    with Store.open(db, wait=wait, create=False, on_wait=say_waiting) as store:
         full = resolve(store, key, verdict, note, reviewer)
     typer.echo(f"{full}: {verdict}")

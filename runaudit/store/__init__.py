@@ -9,7 +9,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,8 @@ class Store:
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = False,
-             wait: float = 0.0, create: bool = True) -> Store:
+             wait: float = 0.0, create: bool = True,
+             on_wait: Callable[[str], None] | None = None) -> Store:
         """Open (and migrate) a database file.
 
         Args:
@@ -74,6 +75,7 @@ class Store:
             read_only: open without the write lock (report, flags, review list).
             wait: seconds to keep retrying while another process holds the lock.
             create: create the file if it does not exist (write mode only).
+            on_wait: called once with a sentence when the database is busy and the call starts waiting.
         """
         p = str(path) if path is not None else default_db_path()
         if p != ":memory:":
@@ -96,6 +98,8 @@ class Store:
                 msg = str(e)
                 if "Could not set lock" in msg or "Conflicting lock" in msg:
                     if time.monotonic() < deadline:
+                        if on_wait is not None and delay == 0.05:
+                            on_wait(f"waiting up to {wait:.0f} s for {p}: in use by another runaudit process")
                         time.sleep(delay)
                         delay = min(delay * 2, 1.0)
                         continue
