@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runaudit.config import Config, load_config
+from runaudit.config import Config, config_for
 from runaudit.store import Store
 
 if TYPE_CHECKING:
@@ -175,8 +175,14 @@ def open(path: str | os.PathLike[str] | None = None, *, config: str | os.PathLik
 
     Args:
         path: the DuckDB file (default ``$RUNAUDIT_DB`` or ``./runaudit.duckdb``); ``":memory:"`` for a scratch one.
-        config: a path to ``runaudit.toml``, a :class:`~runaudit.config.Config`, or None for ``./runaudit.toml``.
+        config: a path to ``runaudit.toml``, a :class:`~runaudit.config.Config`, or None: ``./runaudit.toml``,
+            else ``runaudit.toml`` beside the database, else the config remembered in the database.
         read_only: open without taking the write lock.
     """
-    cfg = config if isinstance(config, Config) else load_config(config)
-    return Audit(Store.open(path, read_only=read_only), cfg)
+    store = Store.open(path, read_only=read_only)
+    try:
+        cfg = config if isinstance(config, Config) else config_for(store, config, store.path)
+    except BaseException:
+        store.close()
+        raise
+    return Audit(store, cfg)

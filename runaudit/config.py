@@ -73,6 +73,7 @@ class Config:
     hand_weeks: int = 3
     hand_min_runs: int = 5
     raw: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None  # the TOML text it was read from (remembered in the database)
 
     def fingerprint_data(self) -> dict[str, Any]:
         """What of the config changes classification (for the ruleset hash)."""
@@ -226,6 +227,47 @@ def parse_config(data: dict[str, Any], source: str | None = None) -> Config:
     return cfg
 
 
+def find_config(path: str | Path | None = None, db: str | Path | None = None) -> Path | None:
+    """The config file to use: ``path``, else ``./runaudit.toml``, else ``runaudit.toml`` beside the database."""
+    if path is not None:
+        return Path(path)
+    for candidate in (Path(DEFAULT_CONFIG_NAME),
+                      Path(db).absolute().parent / DEFAULT_CONFIG_NAME if db and str(db) != ":memory:" else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def config_for(store: Any, path: str | Path | None = None, db: str | Path | None = None) -> Config:
+    """The configuration for a command on ``store``: a config file found by :func:`find_config` (remembered in the
+    database, when it is writable, with its text), else the one last remembered there, else the defaults. So a
+    command run without ``--config`` classifies exactly as the last one that had it: the numbers never change
+    because a flag was left out."""
+    found = find_config(path, db)
+    if found is not None:
+        cfg = load_config(found)
+        if not getattr(store, "read_only", True):
+            store.set_meta("config_text", cfg.text or "")
+            store.set_meta("config_source", str(found.absolute()))
+        return cfg
+    text = store.get_meta("config_text")
+    if text is None:
+        return Config(source=None)
+    src = store.get_meta("config_source") or "config"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RuleConfigError(f"the config remembered in the database ({src}) is not valid TOML: {e}") from e
+    cfg = parse_config(data, f"{src} (remembered in the database)")
+    cfg.text = text
+    return cfg
+
+
+def describe(cfg: Config) -> str:
+    """One short line naming the config used."""
+    return cfg.source or "built-in defaults (no runaudit.toml found, none remembered)"
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Load ``path``, else ``./runaudit.toml`` if present, else the defaults."""
     if path is None:
@@ -244,4 +286,6 @@ def load_config(path: str | Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RuleConfigError(f"config file {p} is not valid TOML: {e}") from e
-    return parse_config(data, str(p))
+    cfg = parse_config(data, str(p))
+    cfg.text = text
+    return cfg

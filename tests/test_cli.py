@@ -118,3 +118,20 @@ def test_bad_config_values_are_named(invoke, tmp_path: Path, toml: str, key: str
     log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1")])
     res = invoke(["audit", log, "--db", tmp_path / "x.duckdb", "--config", cfg], code=3, stderr_has=key)
     assert "Traceback" not in res.stderr
+
+
+def test_the_config_is_remembered_and_named(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A plain `audit` after `audit --config` classifies under the same config: no silent ruleset change."""
+    db = tmp_path / "c.duckdb"
+    first = json.loads(invoke(["audit", SAMPLE_LOGS, "--db", db, "--config", SAMPLE_LOGS / "runaudit.toml",
+                               "--json"]).stdout)
+    assert first["config"] == str((SAMPLE_LOGS / "runaudit.toml").absolute())
+    again = json.loads(invoke(["audit", "--db", db, "--json"]).stdout)
+    assert again["ruleset"] == first["ruleset"] and again["outcomes"] == first["outcomes"]
+    assert again["false_success"] == first["false_success"] and again["classified_now"] == 0
+    assert "remembered in the database" in again["config"]
+    assert "config: " in invoke(["audit", "--db", db]).stdout
+    # a config file beside the database is found too, and is then the one remembered
+    (tmp_path / "runaudit.toml").write_text("[classify]\nrefusal_threshold = 0.6\n")
+    third = json.loads(invoke(["audit", "--db", db, "--json"]).stdout)
+    assert third["config"] == str((tmp_path / "runaudit.toml").absolute()) and third["ruleset"] != first["ruleset"]

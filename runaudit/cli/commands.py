@@ -51,11 +51,11 @@ def ingest(
     wait: float = WAIT_OPT,
 ) -> None:
     """Ingest JSONL logs into the DuckDB file: incremental, lossless (bad lines are quarantined)."""
-    from runaudit.config import load_config
+    from runaudit.config import config_for
     from runaudit.store import Store
 
-    cfg = load_config(config)
     with Store.open(db, wait=wait, on_wait=say_waiting) as store:
+        cfg = config_for(store, config, store.path)
         res = _run_ingest(store, paths, cfg, not as_json)
     if as_json:
         echo_json(res.as_dict())
@@ -94,16 +94,16 @@ def audit(
     """Ingest PATHs if given, reclassify every run under the current rules, and print the summary."""
     from runaudit.audit import summary
     from runaudit.classify import classify
-    from runaudit.config import load_config
+    from runaudit.config import config_for, describe
     from runaudit.store import Store
 
     kinds = [k.replace("-", "_") if k != "false-success" else k for k in (fail_on or [])]
     bad = [k for k in kinds if k not in ("false-success", "ok", "infra_error", "declined", "degraded")]
     if bad:
         raise UsageError(f"--fail-on {bad[0]!r} is not one of: {', '.join(FAIL_ON)}")
-    cfg = load_config(config)
     ingest_res = None
     with Store.open(db, wait=wait, create=bool(paths), on_wait=say_waiting) as store:
+        cfg = config_for(store, config, store.path)
         if paths:
             ingest_res = _run_ingest(store, paths, cfg, not as_json)
         cres = classify(store, cfg)
@@ -119,11 +119,12 @@ def audit(
     if ingest_res is not None:
         summ["ingest"] = ingest_res.as_dict()
     summ["classified_now"] = cres.classified
+    summ["config"] = describe(cfg)
     if as_json:
         echo_json(summ)
     else:
         o = summ["outcomes"]
-        typer.echo(f"runs: {summ['runs']}   ruleset: {summ['ruleset']}")
+        typer.echo(f"runs: {summ['runs']}   ruleset: {summ['ruleset']}   config: {for_terminal(summ['config'])}")
         typer.echo(f"  ok {o['ok']}   infra_error {o['infra_error']}   declined {o['declined']}   "
                    f"degraded {o['degraded']}")
         typer.echo(f"reported success rate: {_fmt_rate(summ['reported_success_rate'])}   "
@@ -167,9 +168,9 @@ def flags(
         raise UsageError("--json and --csv are alternatives: pass one of them")
     with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         if borderline:
-            from runaudit.config import load_config
+            from runaudit.config import config_for
 
-            cfg = load_config(config)
+            cfg = config_for(store, config, store.path)
             df = borderline_runs(store, cfg.ambiguous_low, cfg.ambiguous_high, task, limit)
         else:
             df = false_successes(store, task=task, limit=limit)

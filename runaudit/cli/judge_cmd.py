@@ -29,14 +29,14 @@ def judge(
     wait: float = WAIT_OPT,
 ) -> None:
     """Ask Claude to classify ambiguous runs (opt-in). The judge only classifies; nothing is resent."""
-    from runaudit.config import load_config
+    from runaudit.config import config_for
     from runaudit.errors import UsageError
     from runaudit.judge import collect_pending, make_client, plan, run
     from runaudit.store import Store
 
-    cfg = load_config(config)
     client = make_client()
     with Store.open(db, wait=wait, create=False, on_wait=say_waiting) as store:
+        cfg = config_for(store, config, store.path)
         earlier = collect_pending(store, cfg, client)
         if earlier is not None:
             msg = (f"batch {earlier.batch_id} from an earlier run is still processing; try again later"

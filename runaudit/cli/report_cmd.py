@@ -38,13 +38,13 @@ def report(
     wait: float = WAIT_OPT,
 ) -> None:
     """Write the weekly report: report.md, a self-contained report.html, report.json and chart PNGs."""
-    from runaudit.config import load_config
+    from runaudit.config import config_for
     from runaudit.report import write_report
     from runaudit.store import Store
 
-    cfg = load_config(config)
     formats = tuple(f.strip().lower() for f in fmt.split(",") if f.strip())
     with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
+        cfg = config_for(store, config, store.path)
         res = write_report(store, cfg, out, week, parse_date(since, "--since"), parse_date(until, "--until"), formats)
     if as_json:
         echo_json(res.__dict__)
