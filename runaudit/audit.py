@@ -55,7 +55,9 @@ SUMMARY_SQL = f"""
 SELECT {OUTCOME_COUNTS},
        count(*) FILTER (WHERE overridden) AS overridden,
        count(*) FILTER (WHERE outcome <> 'ok' AND retryable) AS retryable,
-       count(*) FILTER (WHERE rule_outcome = 'declined' AND review_verdict IS NULL) AS awaiting_review
+       count(*) FILTER (WHERE rule_outcome = 'declined' AND review_verdict IS NULL) AS awaiting_review,
+       count(DISTINCT idem_key) FILTER (WHERE rule_outcome = 'declined' AND review_verdict IS NULL)
+           AS awaiting_review_items
 FROM audit_runs WHERE {{where}}
 """
 
@@ -66,7 +68,7 @@ def summary(store: Store, since: dt.date | None = None, until: dt.date | None = 
     rs = require_classified(store)
     where, params = window_where(since, until, task)
     row = store.rows(SUMMARY_SQL.format(where=where), params)[0]
-    runs, ok, infra, declined, degraded, false_success, reported, overridden, retryable, awaiting = row
+    runs, ok, infra, declined, degraded, false_success, reported, overridden, retryable, awaiting, items = row
     signals = dict(store.rows(f"SELECT signal, count(*) FROM audit_runs WHERE {where} AND outcome <> 'ok' "
                               "GROUP BY 1 ORDER BY 2 DESC", params))
     sub = dict(store.rows(f"SELECT sub_reason, count(*) FROM audit_runs WHERE {where} AND outcome = 'infra_error' "
@@ -82,7 +84,8 @@ def summary(store: Store, since: dt.date | None = None, until: dt.date | None = 
         "reported_success_rate": round(reported / runs, 4) if runs else None,
         "true_success_rate": round(ok / runs, 4) if runs else None,
         "overridden_by_review": overridden,
-        "awaiting_review": awaiting,
+        "awaiting_review": awaiting,  # runs; the review queue folds them into items (one per input)
+        "awaiting_review_items": items,
         "retryable": retryable,
         "signals": signals,
         "infra_breakdown": sub,

@@ -136,3 +136,17 @@ def test_cli_review_flow(invoke, tmp_path: Path) -> None:  # type: ignore[no-unt
     assert "no open review items" in invoke(["review", "list", "--db", db]).stdout
     invoke(["review", "resolve", "zzz", "--verdict", "confirmed", "--db", db], code=2, stderr_has="not a review key")
     invoke(["review", "export", "--db", db, "--dir", tmp_path / "q"], stdout_has="1 item(s)")
+
+
+def test_review_list_has_a_header_columns_and_what_was_returned(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import SAMPLE_LOGS
+
+    db = tmp_path / "r.duckdb"
+    out = invoke(["audit", SAMPLE_LOGS, "--db", db, "--config", SAMPLE_LOGS / "runaudit.toml"]).stdout
+    assert "run(s) in " in out and "review item(s)" in out  # runs and items, both said
+    lines = invoke(["review", "list", "--db", db]).stdout.splitlines()
+    assert lines[0].split()[:4] == ["KEY", "STATUS", "TASK", "RUNS"]
+    pos = lines[0].index("SEEN")
+    assert all(x[pos:pos + 4] == "2026" for x in lines[1:-1])  # aligned columns
+    assert any("I'm very sorry, but I can't assist with that." in x for x in lines)  # the refusal text is shown
+    assert lines[-1].endswith("run(s)")

@@ -131,7 +131,8 @@ def audit(
                    f"true success rate: {_fmt_rate(summ['true_success_rate'])}")
         typer.echo(f"falsely marked success: {summ['false_success']}   (list them: runaudit flags)")
         if summ["awaiting_review"]:
-            typer.echo(f"declined runs awaiting a person: {summ['awaiting_review']}   (runaudit review list)")
+            typer.echo(f"declined runs awaiting a person: {summ['awaiting_review']} run(s) in "
+                       f"{summ['awaiting_review_items']} review item(s)   (runaudit review list)")
         if summ["quarantined"]:
             typer.echo(f"quarantined lines: {summ['quarantined']}")
         if ingest_res is not None and ingest_res.held:

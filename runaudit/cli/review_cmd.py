@@ -66,12 +66,20 @@ def list_(
     if df.height == 0:
         typer.echo(f"no {status if status != 'all' else ''} review items".replace("  ", " "))
         return
+    def cut(text: str, n: int) -> str:
+        return text if len(text) <= n else text[: n - 1] + "…"
+
+    rows = []
     for r in df.iter_rows(named=True):
-        prompt = for_terminal(r["prompt"] or "")
-        typer.echo(f"{r['key']}  {r['status']:<14} {for_terminal(r['task_id'])}  x{r['occurrences']}  "
-                   f"{str(r['first_seen'])[:10]}..{str(r['last_seen'])[:10]}  {r['signal']}  "
-                   f"{prompt[:60]}{'…' if len(prompt) > 60 else ''}")
-    typer.echo(f"{df.height} item(s)")
+        said = r["refusal_text"] or r["response_text"] or r["error_message"] or r["tool_payload"] or ""
+        rows.append([r["key"], r["status"], cut(for_terminal(r["task_id"]), 24), str(r["occurrences"]),
+                     f"{str(r['first_seen'])[:10]}..{str(r['last_seen'])[:10]}", f"{r['rule_code']} {r['signal']}",
+                     cut(for_terminal(r["prompt"] or "—"), 40), cut(for_terminal(said or "—"), 48)])
+    head = ["KEY", "STATUS", "TASK", "RUNS", "SEEN", "RULE", "PROMPT", "RETURNED"]
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head) - 1)]
+    for line in [head, *rows]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1])
+    typer.echo(f"{df.height} item(s), {int(df['occurrences'].sum())} run(s)")
 
 
 @review_app.command("resolve")
