@@ -230,3 +230,12 @@ def test_duplicate_keys_read_the_first_value_and_say_so(store: Store, tmp_path: 
     ingest(store, [log])
     status, notes = store.rows("SELECT reported_status, notes FROM runs")[0]
     assert status == "success" and "duplicate_keys_first_wins" in notes
+
+
+@pytest.mark.parametrize("raw", [b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00", b"\xff\xfe", b"\x00\x00\xfe\xff\n{}\n"])
+def test_a_stray_bom_like_group_is_a_bad_line_not_an_encoding_error(store: Store, tmp_path: Path,
+                                                                    raw: bytes) -> None:
+    log = tmp_path / "odd.jsonl"
+    log.write_bytes(raw)
+    res = ingest(store, [log])
+    assert not res.errors and res.lines == raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1) - res.held

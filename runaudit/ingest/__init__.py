@@ -367,7 +367,9 @@ def _check_encoding(path: str, head: bytes) -> None:
 
     # ASCII text in a wide encoding: some lanes all NUL, the character lane almost never NUL
     lanes4 = [share(h[i::4]) for i in range(4)]
-    utf32 = h[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or (len(h) >= 16 and (
+    # a BOM decides only with text after it that looks like UTF-32 (a stray BOM-like group is a bad line)
+    utf32 = (h[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") and len(h) >= 12
+             and h[4:].count(0) >= (len(h) - 4) // 2) or (len(h) >= 16 and (
         (min(lanes4[1:]) >= 0.9 and lanes4[0] <= 0.1) or (max(lanes4[:3]) >= 0.9 and min(lanes4[:3]) >= 0.9
                                                          and lanes4[3] <= 0.1)))
     if utf32:
