@@ -115,7 +115,9 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, 
     ), scored AS (
         SELECT * EXCLUDE (prompt, leaves), {kind_expr} AS refusal_kind FROM scored0{reused}
     ), dn AS (
-        SELECT *, {done.sql} AS done_failures FROM scored
+        -- a reply that was not logged (an OTel span without content capture: blank_text unknown) fails none
+        SELECT *, CASE WHEN blank_text IS NULL AND text_chars IS NULL THEN []::VARCHAR[] ELSE {done.sql} END
+                  AS done_failures FROM scored
     ), d AS (
         SELECT *, {case} AS rule_code FROM dn
     )

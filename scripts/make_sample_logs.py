@@ -233,9 +233,124 @@ def raw_providers() -> None:
     (out / "mixed-providers.jsonl").write_text(text, encoding="utf-8")
 
 
+def _iso(day: int, minute: int) -> str:
+    return (START + timedelta(days=day, minutes=minute)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _nanos(day: int, minute: int, plus_ms: int = 0) -> str:
+    t = START + timedelta(days=day, minutes=minute, milliseconds=plus_ms)
+    return str(int(t.timestamp()) * 1_000_000_000 + plus_ms % 1000 * 1_000_000)
+
+
+def agents() -> None:
+    """One small file per agent/gateway log format: a Claude Code transcript, OTLP JSON spans, LiteLLM's
+    StandardLoggingPayload, and `llm logs --json` output (an indented JSON array)."""
+    out = ROOT / "agents"
+    out.mkdir(parents=True, exist_ok=True)
+    # Claude Code session transcript (~/.claude/projects/<cwd>/<session>.jsonl): one run per session
+    sid = "3b1f6c2e-7d4a-4e0b-9c8f-2a6d5e4f1b01"
+
+    def entry(kind: str, uuid: str, parent: str | None, content: object, minute: int, **kw: object) -> dict:
+        msg: dict = {"role": kind, "content": content}
+        if kind == "assistant":
+            msg.update({"id": f"msg_{uuid}", "type": "message", "model": "claude-sonnet-4-5-20250929",
+                        "stop_reason": kw.pop("stop", None)})
+        return {"parentUuid": parent, "isSidechain": False, "type": kind, "uuid": uuid, "sessionId": sid,
+                "timestamp": _iso(20, minute), "cwd": "/srv/nightly", "message": msg, **kw}
+
+    tx = [
+        {"type": "summary", "summary": "Nightly dependency bump", "leafUuid": "a3"},
+        entry("user", "u1", None, "Bump the pinned dependencies and run the tests.", 0),
+        entry("assistant", "a1", "u1", [{"type": "tool_use", "id": "toolu_01", "name": "Bash",
+                                         "input": {"command": "make bump && make test"}}], 1, stop="tool_use"),
+        entry("user", "u2", "a1", [{"type": "tool_result", "tool_use_id": "toolu_01",
+                                    "content": "212 passed in 48.1s"}], 3),
+        entry("assistant", "a3", "u2", [{"type": "text", "text": "Bumped 6 dependencies; all 212 tests pass."}],
+              4, stop="end_turn"),
+    ]
+    (out / "claude-code-transcript.jsonl").write_text("\n".join(json.dumps(x) for x in tx) + "\n", encoding="utf-8")
+
+    # OpenTelemetry: the collector's file exporter, one resourceSpans object per line
+    def attr(k: str, v: object) -> dict:
+        if isinstance(v, int):
+            return {"key": k, "value": {"intValue": str(v)}}
+        if isinstance(v, list):
+            return {"key": k, "value": {"arrayValue": {"values": [{"stringValue": x} for x in v]}}}
+        return {"key": k, "value": {"stringValue": v}}
+
+    def span(day: int, n: int, finish: str | None, out_tokens: int, extra: list | None = None,
+             status: dict | None = None) -> dict:
+        attrs = [attr("gen_ai.operation.name", "chat"), attr("gen_ai.provider.name", "openai"),
+                 attr("gen_ai.request.model", "gpt-4o-mini"), attr("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
+                 attr("gen_ai.usage.input_tokens", 812), attr("gen_ai.usage.output_tokens", out_tokens)]
+        if finish:
+            attrs.append(attr("gen_ai.response.finish_reasons", [finish]))
+        return {"traceId": f"{day:02d}8efff798038103d269b633813fc6{n:02d}", "spanId": f"eee19b7ec3c1b1{n:02d}",
+                "parentSpanId": "", "name": "chat gpt-4o-mini", "kind": 3,
+                "startTimeUnixNano": _nanos(day, 30 + n), "endTimeUnixNano": _nanos(day, 30 + n, 1400),
+                "attributes": attrs + (extra or []), "status": status or {"code": 0}}
+
+    http = {"traceId": "aa8efff798038103d269b633813fc600", "spanId": "bbb19b7ec3c1b100", "name": "POST",
+            "kind": 3, "startTimeUnixNano": _nanos(3, 29), "endTimeUnixNano": _nanos(3, 29, 200),
+            "attributes": [attr("http.request.method", "POST")], "status": {"code": 0}}
+    lines = []
+    for day, n, finish, toks, extra, status in [
+            (3, 1, "stop", 310, None, None), (10, 2, "length", 1024, None, None),
+            (17, 3, None, 0, [attr("error.type", "RateLimitError")], {"code": 2, "message": "Error code: 429"}),
+            (24, 4, "content_filter", 12, None, None)]:
+        sp = [span(day, n, finish, toks, extra, status)] + ([http] if n == 1 else [])
+        lines.append({"resourceSpans": [{"resource": {"attributes": [attr("service.name", "ticket-triage")]},
+                                         "scopeSpans": [{"scope": {"name": "opentelemetry.instrumentation.openai_v2"},
+                                                         "spans": sp}]}]})
+    (out / "otel-traces.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+
+    # LiteLLM StandardLoggingPayload, as a custom callback writes it
+    def ll(day: int, n: int, status: str, content: str | None, finish: str = "stop", **kw: object) -> dict:
+        t = (START + timedelta(days=day, minutes=50 + n)).timestamp()
+        d = {"id": f"chatcmpl-ll{n}", "trace_id": f"trace-{n}", "call_type": "acompletion", "stream": False,
+             "status": status, "status_fields": {"llm_api_status": status, "guardrail_status": "not_run"},
+             "model": "claude-sonnet-4-5", "custom_llm_provider": "anthropic", "startTime": t, "endTime": t + 2.5,
+             "prompt_tokens": 240, "completion_tokens": 60, "response_cost": 0.0019,
+             "messages": [{"role": "user", "content": "Translate the release notes into German."}],
+             "request_tags": ["translate-notes"], "model_map_information": {}, "error_str": None,
+             "error_information": None, "hidden_params": {},
+             "response": {"id": f"chatcmpl-ll{n}", "object": "chat.completion", "model": "claude-sonnet-4-5",
+                          "choices": [{"index": 0, "finish_reason": finish,
+                                       "message": {"role": "assistant", "content": content}}]}
+             if content is not None else None}
+        d.update(kw)
+        return d
+
+    lrecs = [ll(2, 1, "success", "Versionshinweise: Fehlerbehebungen und schnellere Suche."),
+             ll(9, 2, "failure", None, error_str="litellm.RateLimitError: AnthropicException - overloaded",
+                error_information={"error_code": "529", "error_class": "RateLimitError", "llm_provider": "anthropic",
+                                   "error_message": "Overloaded"}),
+             ll(16, 3, "success", "", "content_filter"),
+             ll(23, 4, "success", "Versionshinweise: neue Exportfunktion.")]
+    (out / "litellm-payloads.jsonl").write_text("\n".join(json.dumps(x) for x in lrecs) + "\n", encoding="utf-8")
+
+    # `llm logs --json` output: one indented JSON array
+    def entry_llm(day: int, n: int, response: str, finish: str) -> dict:
+        return {"id": f"01jz{day:02d}ec74wxsdatyn5pq1fp0{n}", "model": "gpt-4o-mini", "resolved_model": None,
+                "prompt": "Write a one-line status for the on-call channel.", "system": None, "prompt_json": None,
+                "options_json": "{}", "response": response, "reasoning": None,
+                "response_json": {"content": response, "role": "assistant", "finish_reason": finish,
+                                  "id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "model": "gpt-4o-mini"},
+                "conversation_id": f"01jz{day:02d}ec74taftdgj2t4zra9z0{n}",
+                "duration_ms": 640, "datetime_utc": (START + timedelta(days=day, hours=5)).isoformat(),
+                "input_tokens": 21, "output_tokens": 14, "token_details": None, "conversation_name": "status",
+                "conversation_model": "gpt-4o-mini", "attachments": []}
+
+    entries = [entry_llm(4, 1, "All systems nominal overnight.", "stop"),
+               entry_llm(11, 2, "Status: two alerts,", "length"),
+               entry_llm(18, 3, "All systems nominal; one slow query flagged.", "stop")]
+    (out / "llm-logs.json").write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+
+
 if __name__ == "__main__":
     pipeline_days()
     wrapped()
     batches()
     raw_providers()
+    agents()
     print(f"wrote {sum(1 for _ in ROOT.rglob('*.jsonl*'))} files under {ROOT}")

@@ -16,7 +16,7 @@ EXPECTED_RUNS = [
     "refusal_text", "refusal_category", "block_reason", "reported_status", "reported_source", "input_tokens",
     "output_tokens", "latency_ms", "tool_calls", "batch_result", "custom_id", "topic", "source_file",
     "source_line", "source_offset", "ingest_id", "notes", "raw", "idem_key", "text_chars", "text_blank",
-    "tool_payload", "record_hash2", "record_occ",
+    "tool_payload", "record_hash2", "record_occ", "session_id", "cost_usd", "turns",
 ]
 
 

@@ -60,11 +60,14 @@ def ingest(
     if as_json:
         echo_json(res.as_dict())
     else:
-        streamed = f" (as {res.runs_added} new run(s): streams fold their events)" \
+        streamed = f" (as {res.runs_added} new run(s): streams and sessions fold lines, OTLP lines hold spans)" \
             if res.runs_added != res.ingested else ""
+        other = f", {res.not_calls} with no model call" if res.not_calls else ""
         typer.echo(f"{res.files} file(s), {res.lines} line(s): {res.ingested} ingested{streamed}, "
-                   f"{res.duplicates} duplicate(s), {res.blank} blank, {res.quarantined} quarantined "
+                   f"{res.duplicates} duplicate(s), {res.blank} blank{other}, {res.quarantined} quarantined "
                    f"({res.seconds:.1f}s)")
+        if res.spans_other:
+            typer.echo(f"OTel spans that are not model calls (HTTP, tools, agents): {res.spans_other}, counted only")
         if res.held:
             typer.echo(f"held back: {res.held} line(s) still being written (an unfinished last line or stream); "
                        "read when completed or once the file has been quiet for [ingest] settle_seconds")

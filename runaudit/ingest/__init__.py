@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import stat
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from runaudit.config import Config
 from runaudit.errors import InputFormatError
-from runaudit.ingest import streams
+from runaudit.ingest import document, llm_db, otel, streams
 from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_shape_sql, parse_select
 from runaudit.ingest.reader import (
     MAX_CONTAINERS,
@@ -35,7 +36,8 @@ from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
 from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
 
-LOG_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+LOG_NAMES = ("logs.db",)  # simonw/llm's database, read where a folder holds one
 ProgressFn = Callable[[int, str], None]
 
 
@@ -52,6 +54,8 @@ class FileResult:
     blank: int = 0
     quarantined: int = 0
     held: int = 0  # lines not read yet: the file is still being written (see ``settle_seconds``)
+    not_calls: int = 0  # valid lines of a known format that record no model call
+    spans_other: int = 0  # OTel spans that are not GenAI inference calls (HTTP, tools, agents), counted only
     error: str | None = None
 
 
@@ -67,6 +71,8 @@ class IngestResult:
     quarantined: int = 0
     runs_added: int = 0  # new runs: equal to ingested, except that a logged stream's event lines make one run
     held: int = 0  # lines held back, not counted in ``lines``: a last line or a stream still being written
+    not_calls: int = 0  # valid lines that record no model call (an OTLP line of HTTP spans, a session's trailer)
+    spans_other: int = 0  # OTel spans that are not GenAI inference calls: counted, not stored
     bytes: int = 0
     seconds: float = 0.0
     files_new: int = 0
@@ -86,7 +92,8 @@ class IngestResult:
 
 
 def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Expand files and folders (recursively, ``*.jsonl``, ``*.ndjson`` and their ``.gz``) to file paths.
+    """Expand files and folders (recursively: ``*.jsonl``, ``*.ndjson``, ``*.json``, their ``.gz``, and llm's
+    ``logs.db``) to file paths.
 
     Folders are walked without following symlinked folders, so a symlink loop cannot recurse. Explicit file
     arguments are taken whatever their suffix. Raises :class:`InputFormatError` for a path that does not exist.
@@ -101,7 +108,7 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
             for root, dirs, files in os.walk(p, followlinks=False):
                 dirs.sort()
                 for name in sorted(files):
-                    if name.lower().endswith(LOG_SUFFIXES):
+                    if name.lower().endswith(LOG_SUFFIXES) or name in LOG_NAMES:
                         fp = os.path.join(root, name)
                         key = os.path.realpath(fp)
                         if key not in seen:
@@ -129,8 +136,7 @@ _COLUMNS = ("rid, run_id, record_hash, record_bytes, shape, provider, task_id, t
             "response_text, http_status, stop_reason, stop_reason_raw, error_type, error_message, refusal_text, "
             "refusal_category, block_reason, reported_status, reported_source, input_tokens, output_tokens, "
             "latency_ms, tool_calls, tool_payload, batch_result, custom_id, topic, source_file, source_line, "
-            "source_offset, "
-            "ingest_id, notes, raw, idem_key, text_chars, text_blank")
+            "source_offset, ingest_id, notes, raw, idem_key, text_chars, text_blank, session_id, cost_usd, turns")
 
 _TS_PARSE = """CASE
   WHEN {x} IS NULL THEN NULL
@@ -147,7 +153,7 @@ _TS_PARSE = ("list_transform([" + _TS_PARSE + "], lambda v: CASE WHEN v BETWEEN 
              "AND TIMESTAMP '2200-01-01' THEN v END)[1]")
 
 
-def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
+def _insert_sql(cfg: Config, sse: bool = False, parts: bool = False) -> tuple[str, list[Any]]:
     m, mparams = _map_exprs(cfg)
 
     def ov(fld: str, expr: str) -> str:
@@ -162,7 +168,8 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
         return ov(fld, expr)
 
     sel = f"""
-    SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, shape AS shape0,
+    SELECT line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, shape AS shape0,
+      session_id, cost_usd, turns,
       {ovp('run_id', 'run_id')} AS run_id,
       {ovp('task_id', 'task_id')} AS task_id,
       {ovp('ts', 'ts_raw')} AS ts_raw,
@@ -187,7 +194,7 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
     map_params += list(mparams) if m else []
     sql = f"""
     CREATE OR REPLACE TEMP TABLE _final AS
-    WITH _stage AS ({parse_select(sse)}),
+    WITH _stage AS ({parse_select(sse, parts)}),
     _shaped AS ({build_shape_sql()}),
     _records AS ({build_record_sql()}),
     m AS ({sel}),
@@ -231,17 +238,17 @@ def _insert_sql(cfg: Config, sse: bool = False) -> tuple[str, list[Any]]:
 KEYS_SQL = """
 CREATE OR REPLACE TEMP TABLE _keys AS
 WITH k AS (
-  SELECT line_no, ('0x' || left(d, 16))::UBIGINT AS h, ('0x' || substr(d, 17, 16))::UBIGINT AS h2, blen
-  FROM (SELECT line_no, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE kind <> 'blank')
+  SELECT line_no, part, ('0x' || left(d, 16))::UBIGINT AS h, ('0x' || substr(d, 17, 16))::UBIGINT AS h2, blen
+  FROM (SELECT line_no, part, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE kind <> 'blank')
 ), dup AS (
   -- identical lines are rare: number them (a window sort) only where a digest repeats in the window
   SELECT h, h2 FROM k GROUP BY h, h2 HAVING count(*) > 1
 ), kd AS (
-  SELECT k.line_no, row_number() OVER (PARTITION BY k.h, k.h2 ORDER BY k.line_no) AS r
+  SELECT k.line_no, k.part, row_number() OVER (PARTITION BY k.h, k.h2 ORDER BY k.line_no, k.part) AS r
   FROM k SEMI JOIN dup ON dup.h = k.h AND dup.h2 = k.h2
 )
-SELECT k.line_no, k.h, k.h2, k.blen, coalesce(kd.r, 1) + coalesce(o.n, 0) AS occ
-FROM k LEFT JOIN kd ON kd.line_no = k.line_no LEFT JOIN _occ o ON o.h = k.h AND o.h2 = k.h2
+SELECT k.line_no, k.part, k.h, k.h2, k.blen, coalesce(kd.r, 1) + coalesce(o.n, 0) AS occ
+FROM k LEFT JOIN kd ON kd.line_no = k.line_no AND kd.part = k.part LEFT JOIN _occ o ON o.h = k.h AND o.h2 = k.h2
 """
 OCC_INIT_SQL = "CREATE OR REPLACE TEMP TABLE _occ (h UBIGINT, h2 UBIGINT, n BIGINT, PRIMARY KEY (h, h2))"
 # An appended file goes on counting from the runs its earlier part made.
@@ -254,8 +261,8 @@ OCC_UPDATE_SQL = "INSERT OR REPLACE INTO _occ SELECT h, h2, max(occ) FROM _keys 
 INSERT_RUNS_SQL = f"""
 INSERT INTO runs ({_COLUMNS}, record_hash2, record_occ)
 WITH fresh AS (
-  SELECT f.line_no, f.h, f.h2, f.blen, f.occ, $next_rid + row_number() OVER (ORDER BY f.line_no) AS rid
-  FROM _keys f SEMI JOIN _final x ON x.line_no = f.line_no AND x.shape IS NOT NULL
+  SELECT f.line_no, f.part, f.h, f.h2, f.blen, f.occ, $next_rid + row_number() OVER (ORDER BY f.line_no, f.part) AS rid
+  FROM _keys f SEMI JOIN _final x ON x.line_no = f.line_no AND x.part = f.part AND x.shape NOT IN __NOT_RUNS__
   ANTI JOIN runs r
     ON r.record_hash = f.h AND r.record_hash2 = f.h2 AND r.record_bytes = f.blen AND r.record_occ = f.occ
 )
@@ -269,10 +276,14 @@ SELECT n.rid, run_id, n.h, n.blen, shape, provider,
        $file, x.line_no, byte_offset, $ingest_id, notes, line,
        {IDEM_KEY_SQL.format(task="coalesce(task_id, 'unknown')", prompt="prompt",
                             run="coalesce(run_id, n.h::VARCHAR)")},
-       {TEXT_CHARS_SQL.format(text="response_text")}, {TEXT_BLANK_SQL.format(text=delivered_sql("response_text"))},
+       {TEXT_CHARS_SQL.format(text="response_text")},
+       -- a span logged without its content (OTel content capture off) is not an empty answer: unknown
+       CASE WHEN NOT list_contains(notes, 'content_not_captured')
+            THEN {TEXT_BLANK_SQL.format(text=delivered_sql("response_text"))} END,
+       session_id, try_cast(cost_usd AS DOUBLE), try_cast(turns AS INTEGER),
        n.h2, n.occ
-FROM _final x JOIN fresh n ON n.line_no = x.line_no
-"""
+FROM _final x JOIN fresh n ON n.line_no = x.line_no AND n.part = x.part
+""".replace("__NOT_RUNS__", "('_none', 'otlp')")
 
 # A quarantined line has the same identity as a run (digest + occurrence in its file): read again (a rewritten,
 # renamed or recompressed file), it is a duplicate, not a second quarantine row.
@@ -297,7 +308,7 @@ SELECT $file, q.line_no, byte_offset, reason, detail, left(line, $cap), nbytes, 
          ELSE 'JSON object with no recognisable fields (keys: ' ||
               coalesce(array_to_string(json_keys(line)[1:12], ', '), '') || ')' END AS detail
   FROM _final WHERE kind IN ('invalid', 'not_object', 'too_long') OR (kind = 'object' AND shape IS NULL)
-) q JOIN _keys k ON k.line_no = q.line_no
+) q JOIN _keys k ON k.line_no = q.line_no AND k.part = 0
 ANTI JOIN quarantine x ON x.line_hash = k.h AND x.line_hash2 = k.h2 AND x.line_occ = k.occ
 """
 
@@ -313,7 +324,7 @@ def _blank_before(win: Any, defer: tuple[int, int, bool] | None, first_line: int
     return (defer[1] - first_line) - kept
 
 
-def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str],
+def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
                     map_params: list[Any], hold_open: bool = False) -> dict[str, Any]:
     """Parse, quarantine and insert one window; ``final_sql`` is (plain, raw-SSE) variants of the parse."""
     con = store.con
@@ -335,11 +346,16 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
               "max_containers": MAX_CONTAINERS,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
+    spans_other = spans = 0
+    if store.scalar("SELECT count(*) FROM _final WHERE shape = 'otlp'"):
+        spans, spans_other = _unfold_spans(store, final_sql[2], map_params)
     store.run(KEYS_SQL)
     quarantinable = int(store.scalar("SELECT count(*) FROM _final WHERE kind <> 'blank' AND shape IS NULL"))
     quarantined = int(store.rows(QUARANTINE_SQL, params)[0][0])
-    counts = dict(store.rows("SELECT CASE WHEN kind = 'blank' THEN 'blank' WHEN shape IS NOT NULL THEN 'records' "
-                             "ELSE 'quarantined' END, count(*) FROM _final GROUP BY 1"))
+    # lines, not records: the spans of one OTLP line are records of one line
+    counts = dict(store.rows("SELECT CASE WHEN kind = 'blank' THEN 'blank' WHEN shape = '_none' THEN 'not_calls' "
+                             "WHEN shape IS NOT NULL THEN 'records' ELSE 'quarantined' END, count(DISTINCT line_no) "
+                             "FROM _final GROUP BY 1"))
     records = int(counts.get("records", 0))
     before = ctx["next_rid"]
     inserted = int(store.rows(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
@@ -348,12 +364,39 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
     store.run(OCC_UPDATE_SQL)
     parts_new = int(store.scalar(streams.PARTS_INGESTED_SQL, {"file": ctx["file"], "ingest_id": ctx["ingest_id"]})
                     ) if parts else 0
+    lines_new = inserted
+    if spans and inserted:
+        lines_new = int(store.scalar("SELECT count(DISTINCT source_line) FROM runs WHERE rid > $before",
+                                     {"before": before}))
     lines = win.lines if defer is None else defer[1] - first_line
     return {"lines": lines, "end_offset": win.end_offset if defer is None else defer[0],
             "defer": None if held_off is not None else defer, "held": win.lines - lines if held_off is not None else 0,
-            "ingested": inserted + parts_new, "runs_added": inserted,
-            "duplicates": records - inserted + parts - parts_new + quarantinable - quarantined,
-            "blank": int(counts.get("blank", 0)) + _blank_before(win, defer, first_line), "quarantined": quarantined}
+            "ingested": lines_new + parts_new, "runs_added": inserted,
+            "duplicates": records - lines_new + parts - parts_new + quarantinable - quarantined,
+            "blank": int(counts.get("blank", 0)) + _blank_before(win, defer, first_line), "quarantined": quarantined,
+            "not_calls": int(counts.get("not_calls", 0)), "spans_other": spans_other}
+
+
+def _unfold_spans(store: Store, span_sql: str, map_params: list[Any]) -> tuple[int, int]:
+    """Replace each OTLP line of ``_final`` by one record per GenAI inference span (``part`` 1, 2, ...); a line
+    without one holds no model call. Returns (inference spans, other spans)."""
+    store.run(otel.SPANS_SQL)
+    calls, other = store.rows("SELECT count(*) FILTER (WHERE is_call), count(*) FILTER (WHERE NOT is_call) "
+                              "FROM _otel")[0]
+    store.run("UPDATE _final SET shape = '_none' WHERE shape = 'otlp' "
+              "AND line_no NOT IN (SELECT line_no FROM _otel WHERE is_call)")
+    if calls:
+        store.run(otel.CHUNK_SQL)
+        store.run("ALTER TABLE _final RENAME TO _final_main")
+        store.run(span_sql, map_params)
+        store.run("ALTER TABLE _final RENAME TO _final_spans")
+        store.run("ALTER TABLE _final_main RENAME TO _final")
+        store.run("DELETE FROM _final WHERE shape = 'otlp'")
+        store.run("INSERT INTO _final BY NAME SELECT * FROM _final_spans")
+        store.run("DROP TABLE _final_spans")
+        store.run("DROP TABLE _chunk")
+    store.run("DROP TABLE _otel")
+    return int(calls), int(other)
 
 
 def _check_encoding(path: str, head: bytes) -> None:
@@ -417,7 +460,7 @@ def _unchanged(res: FileResult, prev: tuple[Any, ...], progress: ProgressFn | No
 
 
 def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress: ProgressFn | None,
-                 final_sql: tuple[str, str], map_params: list[Any]) -> FileResult:
+                 final_sql: tuple[str, str, str], map_params: list[Any]) -> FileResult:
     try:
         st = os.stat(path)
     except OSError as e:
@@ -468,7 +511,8 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
         "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime)), "line0": start_line,
     }
     end_off, lines = start_off, start_line
-    counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0, "held": 0}
+    counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0, "held": 0,
+              "not_calls": 0, "spans_other": 0}
     rewind: list[tuple[int, int, bool]] = []
     held_tail: dict[str, int] = {}
     unterminated = False
@@ -482,8 +526,18 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
             head = f.read(65536) if start_off == 0 else b""
             _check_encoding(path, head)
             f.seek(start_off)
-            for win in iter_windows(f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes,
-                                    rewind=rewind, held=None if settled else held_tail):
+            doc = None
+            if start_off == 0 and document.looks_like_document(head):
+                data = f.read(document.DOC_LIMIT + 1)
+                if len(data) > document.DOC_LIMIT:
+                    raise InputFormatError(f"{path} is one JSON document larger than {document.DOC_LIMIT >> 20} MiB",
+                                           hint="write it as JSON lines (jq -c '.[]')")
+                doc = document.document_window(store.con, data)
+                f.seek(0)
+            windows = [doc] if doc is not None else iter_windows(
+                f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes, rewind=rewind,
+                held=None if settled else held_tail)
+            for win in windows:
                 ctx["line0"] = lines
                 c = _process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
                 for k in counts:
@@ -516,6 +570,45 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
     res.blank = counts["blank"] + carried_blank
     res.quarantined = counts["quarantined"]
     res.held = counts["held"]
+    res.not_calls = counts["not_calls"]
+    res.spans_other = counts["spans_other"]
+    return res
+
+
+def _ingest_sqlite(store: Store, path: str, ingest_id: int, final_sql: tuple[str, str, str],
+                   map_params: list[Any]) -> FileResult:
+    """An llm ``logs.db``: the rows after the stored cursor, in one transaction."""
+    st = os.stat(path)
+    prev = store.rows("SELECT cursor, lines_done, blank FROM files WHERE path = ?", [path])
+    cursor = json.loads(prev[0][0]) if prev and prev[0][0] else {}
+    done = int(prev[0][1] or 0) if prev else 0
+    res = FileResult(path=path, mode="appended" if prev else "new")
+    ctx: dict[str, Any] = {
+        "file": path, "ingest_id": ingest_id, "max_line": 0, "line0": 0,
+        "next_rid": int(store.scalar("SELECT coalesce(max(rid), 0) FROM runs")),
+        "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(st.st_mtime)),
+    }
+    counts = dict.fromkeys(("lines", "ingested", "runs_added", "duplicates", "blank", "quarantined", "not_calls",
+                            "spans_other"), 0)
+    with store.transaction():
+        store.run(OCC_INIT_SQL)  # rows carry their own ids: identity alone dedupes a row read twice
+        for win, cur in llm_db.iter_windows(path, cursor):
+            c = _process_window(store, win, ctx, (final_sql[2],) * 3, map_params)
+            for k in counts:
+                counts[k] += c[k]
+            cursor = cur
+        store.run(FILES_UPSERT_SQL, {
+            "path": path, "size": st.st_size, "mtime": st.st_mtime, "compressed": False, "done": st.st_size,
+            "lines": done + counts["lines"], "ingested": counts["ingested"], "duplicates": counts["duplicates"],
+            "blank": 0, "quarantined": counts["quarantined"], "ingest_id": ingest_id, "ctime_ns": st.st_ctime_ns,
+            "prefix": None, "tail_open": False})
+        store.run("UPDATE files SET cursor = ? WHERE path = ?", [json.dumps(cursor), path])
+    if prev and not counts["lines"]:
+        res.mode = "unchanged"
+    res.lines = done + counts["lines"]
+    res.duplicates = done + counts["duplicates"]
+    for k in ("ingested", "runs_added", "quarantined", "not_calls"):
+        setattr(res, k, counts[k])
     return res
 
 
@@ -536,10 +629,13 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     result = IngestResult(files=len(files))
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))
     plain_sql, map_params = _insert_sql(cfg)
-    final_sql = (plain_sql, _insert_sql(cfg, sse=True)[0])
+    final_sql = (plain_sql, _insert_sql(cfg, sse=True)[0], _insert_sql(cfg, parts=True)[0])
     for path in files:
         try:
-            fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params)
+            if llm_db.is_sqlite(path):
+                fr = _ingest_sqlite(store, path, ingest_id, final_sql, map_params)
+            else:
+                fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params)
         except InputFormatError as e:
             fr = FileResult(path=path, mode="error", error=e.message)
             result.errors.append({"file": path, "error": e.message})
@@ -551,6 +647,8 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
         result.blank += fr.blank
         result.quarantined += fr.quarantined
         result.held += fr.held
+        result.not_calls += fr.not_calls
+        result.spans_other += fr.spans_other
         if fr.mode == "new":
             result.files_new += 1
         elif fr.mode == "appended":

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 
+from runaudit.ingest import claude_code, otel
+
 # The union struct.  VARCHAR on an object yields its JSON text, on a string the string itself, so odd types
 # never fail the parse; containers whose shape differs between providers are kept as JSON and parsed later.
 _STRUCT = {
@@ -67,6 +69,12 @@ _STRUCT = {
     "messageStart": "JSON", "contentBlockStart": "JSON", "contentBlockDelta": "JSON", "contentBlockStop": "JSON",
     "messageStop": "JSON", "internalServerException": "JSON", "modelStreamErrorException": "JSON",
     "validationException": "JSON", "throttlingException": "JSON", "serviceUnavailableException": "JSON",
+    # OTLP JSON (a line of spans) and one unfolded span; Claude Code stream-json / results and transcripts
+    "resourceSpans": "JSON", "otel_span": "JSON",
+    "session_id": "VARCHAR", "sessionId": "VARCHAR", "uuid": "VARCHAR", "leafUuid": "VARCHAR", "subtype": "VARCHAR",
+    "is_error": "VARCHAR", "num_turns": "VARCHAR",
+    # LiteLLM StandardLoggingPayload (bare, or under the callback's key); simonw/llm log records
+    "standard_logging_object": "JSON", "call_type": "VARCHAR", "conversation_id": "VARCHAR", "response_json": "JSON",
 }
 # The event types of a logged Anthropic stream (an ``error`` event inside a stream is added when assembling).
 STREAM_EVENTS = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
@@ -162,19 +170,23 @@ _GEMINI_ARRAY = ("(starts_with(ltrim(left(line, 64), chr(32) || chr(9)), '[') AN
 # The reader left each line's terminator out and flagged the few lines with whitespace at an edge (a BOM, stray
 # spaces), so only those are trimmed: the stored raw line is the trimmed line, without a copy of every line.
 _PARSE_SELECT = f"""
-SELECT line_no, byte_offset, nbytes, line, bad_utf8, too_long,
-       CASE WHEN kind = 'garray' THEN 'object' ELSE kind END AS kind, repaired, kind = 'garray' AS garray,
-       CASE WHEN kind = 'object' THEN json_transform(line, '{STRUCT_SPEC}')
+SELECT line_no, part, byte_offset, nbytes, line, bad_utf8, too_long,
+       CASE WHEN kind IN ('garray', 'carray') THEN 'object' ELSE kind END AS kind, repaired, kind = 'garray' AS garray,
+       CASE WHEN kind IN ('object', 'carray') THEN json_transform(line, '{STRUCT_SPEC}')
             WHEN kind = 'garray' THEN json_transform(list_transform([json_extract(line, '$[*]')],
                                                      lambda cs: __GEMINI_MERGE__)[1], '{STRUCT_SPEC}') END AS u
 FROM (
-    SELECT line_no, byte_offset, nbytes, bad_utf8, too_long,
+  -- a Claude Code --verbose JSON array (one session) is read as its folded session
+  SELECT * REPLACE (CASE WHEN kind = 'carray' THEN (__CLAUDE_FOLD__)::VARCHAR ELSE line END AS line)
+  FROM (
+    SELECT line_no, __PART__ AS part, byte_offset, nbytes, bad_utf8, too_long,
            CASE WHEN repaired THEN fixed ELSE line END AS line, repaired,
            CASE WHEN too_long THEN 'too_long'
                 WHEN blank THEN 'blank'
                 WHEN ok1 OR repaired THEN (CASE
                     WHEN starts_with(ltrim(left(line, 64), chr(32) || chr(9) || chr(10) || chr(13)), '{{')
-                    THEN 'object' WHEN __GEMINI_ARRAY__ THEN 'garray' ELSE 'not_object' END)
+                    THEN 'object' WHEN __GEMINI_ARRAY__ THEN 'garray' WHEN __CLAUDE_ARRAY__ THEN 'carray'
+                    ELSE 'not_object' END)
                 ELSE 'invalid' END AS kind
     FROM (
         SELECT *, coalesce(fixed IS NOT NULL AND json_valid(fixed), false) AS repaired
@@ -190,6 +202,7 @@ __LINES__
             )
         )
     )
+  )
 )
 """
 
@@ -219,9 +232,13 @@ _LINES_SSE = """
                 )"""
 
 
-def parse_select(sse: bool = False) -> str:
-    """Stage 1 for a window; ``sse`` when the window holds raw SSE text."""
+def parse_select(sse: bool = False, parts: bool = False) -> str:
+    """Stage 1 for a window; ``sse`` when the window holds raw SSE text, ``parts`` when its records are parts of
+    lines (OTLP spans: the chunk has a ``part`` column; a line's own record is part 0)."""
     return (_PARSE_SELECT.replace("__LINES__", _LINES_SSE if sse else _LINES_PLAIN)
+            .replace("__PART__", "part" if parts else "0")
+            .replace("__CLAUDE_ARRAY__", claude_code.ARRAY_TEST)
+            .replace("__CLAUDE_FOLD__", claude_code.session_sql("json_extract(line, '$[*]')"))
             .replace("__GEMINI_ARRAY__", _GEMINI_ARRAY).replace("__GEMINI_MERGE__", gemini_merge_sql("cs")))
 
 
@@ -231,11 +248,34 @@ WITH s AS (
     SELECT *,
       json_transform(u.result, '__RESULT__') AS res,
       json_transform(CASE WHEN json_type(u.response) = 'OBJECT' THEN u.response END, '__BATCH__') AS bresp,
-      json_transform(CASE WHEN json_type(u.error) = 'OBJECT' THEN u.error END, '__ERROR__') AS err
+      json_transform(CASE WHEN json_type(u.error) = 'OBJECT' THEN u.error END, '__ERROR__') AS err,
+      CASE WHEN kind = 'object' THEN line END AS oline
     FROM _stage
 ), d AS (
     SELECT *,
       CASE
+        WHEN u.resourceSpans IS NOT NULL THEN 'otlp'
+        WHEN u.otel_span IS NOT NULL THEN 'otel_span'
+        -- Claude Code: a result (the json output, or the end of a stream-json turn; the Python SDK's dataclass
+        -- dump has no type), stream-json lines of a session, transcript entries; '_none': valid, no model call
+        WHEN u.session_id IS NOT NULL AND (u.type = 'result' OR (u.type IS NULL AND u.subtype IS NOT NULL
+             AND u.is_error IS NOT NULL AND u.num_turns IS NOT NULL)) THEN 'claude_code'
+        WHEN u.session_id IS NOT NULL AND (u.type IN __CLAUDE_TYPES__ OR (u.type IS NOT NULL AND u.uuid IS NOT NULL))
+             THEN NULL
+        WHEN u.sessionId IS NOT NULL AND (u.uuid IS NOT NULL OR u.type IS NOT NULL
+             OR json_exists(oline, '$.parentUuid')) THEN NULL
+        WHEN u.leafUuid IS NOT NULL AND coalesce(u.type, 'summary') = 'summary' THEN '_none'
+        -- transcript bookkeeping lines without a session id, and OTLP logs or metrics (no spans): no model call
+        WHEN u.type IN ('summary', 'file-history-snapshot', 'custom-title', 'ai-title', 'tag', 'continued-in',
+                        'last-prompt', 'queue-operation') AND u.sessionId IS NULL AND u.session_id IS NULL
+             AND u.task_id IS NULL THEN '_none'
+        WHEN json_exists(oline, '$.resourceLogs') OR json_exists(oline, '$.resourceMetrics') THEN '_none'
+        WHEN u.standard_logging_object IS NOT NULL OR (u.call_type IS NOT NULL AND u.status IN ('success', 'failure')
+             AND (json_exists(oline, '$.model_map_information') OR json_exists(oline, '$.status_fields')
+                  OR json_exists(oline, '$.error_information') OR json_exists(oline, '$.hidden_params')))
+             THEN 'litellm'
+        WHEN u.conversation_id IS NOT NULL AND u.datetime_utc IS NOT NULL AND json_exists(oline, '$.response_json')
+             THEN 'llm_log'
         WHEN u.custom_id IS NOT NULL AND res.type IS NOT NULL THEN 'anthropic_batch'
         WHEN u.custom_id IS NOT NULL AND (bresp.status_code IS NOT NULL OR (u.error IS NOT NULL AND u.response IS NULL)
              OR starts_with(coalesce(u.id, ''), 'batch_req')) THEN 'openai_batch'
@@ -269,6 +309,13 @@ SELECT *,
     WHEN 'anthropic_batch' THEN CASE WHEN json_type(res.message) = 'OBJECT' THEN res.message END
     WHEN 'openai_batch' THEN CASE WHEN json_type(bresp.body) = 'OBJECT' THEN bresp.body END
     WHEN 'wrapped' THEN u.response
+    WHEN 'litellm' THEN coalesce(CASE WHEN json_type(u.standard_logging_object, '$.response') = 'OBJECT'
+                                      THEN u.standard_logging_object->'$.response' END,
+                                 CASE WHEN json_type(u.response) = 'OBJECT' THEN u.response END)
+    WHEN 'llm_log' THEN CASE WHEN json_type(u.response_json) = 'OBJECT' THEN u.response_json
+                             WHEN json_type(u.response_json) = 'VARCHAR' AND json_valid(u.response_json->>'$')
+                                  AND starts_with(ltrim(u.response_json->>'$'), '{') THEN json(u.response_json->>'$')
+                        END
   END AS payload
 FROM d
 """
@@ -278,16 +325,31 @@ RECORD_SQL = """
 WITH p0 AS (
     SELECT *,
       CASE WHEN payload IS NOT NULL THEN json_transform(payload, '__STRUCT__') ELSE u END AS p,
-      json_transform(CASE WHEN json_type(u.request) = 'OBJECT' THEN u.request END, '__REQUEST__') AS rq
+      json_transform(CASE WHEN json_type(u.request) = 'OBJECT' THEN u.request END, '__REQUEST__') AS rq,
+      CASE WHEN shape = 'claude_code' THEN json_transform(line, '__CLAUDE__') END AS cc,
+      CASE WHEN shape = 'otel_span' THEN json_transform(u.otel_span, '__OTEL__') END AS ot,
+      CASE WHEN shape = 'litellm' THEN json_transform(coalesce(u.standard_logging_object, line::JSON), '__LITELLM__')
+           END AS ll
     FROM _shaped
 ), p1 AS (
     SELECT *,
+      -- OTel: the output and input messages (a JSON string on spans, or structured), from the span or its event
+      CASE WHEN shape = 'otel_span' THEN __JSONISH__(coalesce(ot.attributes->'$."gen_ai.output.messages"',
+           list_filter(json_extract(ot.events, '$[*]'), lambda e: json_exists(e,
+                       '$.attributes."gen_ai.output.messages"'))[1]
+               ->'$.attributes."gen_ai.output.messages"')) END AS oom,
+      CASE WHEN shape = 'otel_span' THEN __JSONISH__(coalesce(ot.attributes->'$."gen_ai.input.messages"',
+           list_filter(json_extract(ot.events, '$[*]'), lambda e: json_exists(e,
+                       '$.attributes."gen_ai.input.messages"'))[1]
+               ->'$.attributes."gen_ai.input.messages"')) END AS oim,
+      -- LiteLLM: the provider's own response when it was kept (its finish reason is not folded)
+      CASE WHEN shape = 'litellm' THEN __JSONISH__(ll.hidden_params->'$.original_response') END AS llo,
       json_transform(CASE WHEN json_type(p.error) = 'OBJECT' THEN p.error END, '__ERROR__') AS perr,
       json_transform(CASE WHEN json_type(p.output) = 'ARRAY' THEN p.output END, '__RESP_OUTPUT__') AS rout,
       json_transform(CASE WHEN json_type(p.output, '$.message') = 'OBJECT' THEN p.output END, '__BEDROCK__') AS bout,
       json_transform(CASE WHEN json_type(res.error) = 'OBJECT' THEN res.error END, '__ERROR__') AS berr,
       CASE
-        WHEN shape IN ('anthropic_batch', 'openai_batch', 'wrapped') AND payload IS NOT NULL THEN
+        WHEN shape IN ('anthropic_batch', 'openai_batch', 'wrapped', 'litellm', 'llm_log') AND payload IS NOT NULL THEN
           CASE WHEN p.type = 'message' OR (p.type = 'error' AND p.error IS NOT NULL) THEN 'anthropic'
                WHEN p.object IN ('chat.completion', 'text_completion') THEN 'openai_chat'
                WHEN p.object = 'response' THEN 'openai_responses'
@@ -318,7 +380,7 @@ WITH p0 AS (
         WHEN ptype IN ('flat', 'custom') THEN coalesce(u.text, u.response_text, u.completion, u.output_text, u.answer,
              CASE WHEN json_type(u.output) = 'VARCHAR' THEN u.output->>'$' END,
              CASE WHEN json_type(u.response) = 'VARCHAR' THEN u.response->>'$' END)
-      END AS x_text,
+      END AS x_text0,
       -- what the model sent to its tools (name + input), as JSON: a forced tool call is the deliverable
       nullif(CASE
         WHEN ptype = 'anthropic' THEN to_json(list_transform(
@@ -342,6 +404,8 @@ WITH p0 AS (
                         'input': coalesce(x.functionCall, x.function_call)->'$.args'}))
         WHEN ptype = 'bedrock' THEN to_json(list_transform(list_filter(bout.message.content,
              lambda c: c.toolUse IS NOT NULL), lambda c: {'name': c.toolUse->>'$.name', 'input': c.toolUse->'$.input'}))
+        WHEN shape = 'otel_span' THEN to_json(list_transform(list_filter(json_extract(oom, '$[*].parts[*]'),
+             lambda x: x->>'$.type' = 'tool_call'), lambda x: {'name': x->>'$.name', 'input': x->'$.arguments'}))
       END::VARCHAR, '[]') AS x_tool_payload,
       CASE
         WHEN ptype = 'anthropic' THEN len(list_filter(p.content, lambda b: b.type IN ('tool_use', 'server_tool_use')))
@@ -351,6 +415,8 @@ WITH p0 AS (
         WHEN ptype = 'gemini' THEN len(list_filter(p.candidates[1].content.parts,
              lambda x: coalesce(x.functionCall, x.function_call) IS NOT NULL))
         WHEN ptype = 'bedrock' THEN len(list_filter(bout.message.content, lambda c: c.toolUse IS NOT NULL))
+        WHEN shape = 'otel_span' THEN len(list_filter(json_extract(oom, '$[*].parts[*]'),
+                                                      lambda x: x->>'$.type' = 'tool_call'))
         ELSE 0
       END AS x_tool_calls,
       CASE
@@ -362,7 +428,7 @@ WITH p0 AS (
              THEN __GEMINI_FINISH__(coalesce(p.candidates[1].finishReason, p.candidates[1].finish_reason))
         WHEN ptype = 'bedrock' THEN p.stopReason
         WHEN ptype IN ('flat', 'custom') THEN coalesce(u.stop_reason, u.finish_reason, u.stopReason)
-      END AS x_stop_raw,
+      END AS x_stop0,
       CASE
         WHEN ptype = 'openai_chat' THEN p.choices[1].message.refusal
         WHEN ptype = 'openai_responses' THEN nullif(array_to_string(flatten(list_transform(rout,
@@ -385,16 +451,118 @@ WITH p0 AS (
              p.candidates[1].finish_reason, ''), '[0-9]+') THEN 'finish_reason_integer:'
              || coalesce(p.candidates[1].finishReason, p.candidates[1].finish_reason) END,
         CASE WHEN garray THEN 'assembled_from_stream_array' END
-      ], lambda x: x IS NOT NULL) AS x_notes
+      ], lambda x: x IS NOT NULL) AS x_notes0
     FROM p1
+), p3 AS (
+    -- the formats that carry their ending, errors and metadata in fields of their own
+    SELECT *,
+      CASE
+        WHEN shape = 'claude_code' THEN CASE
+             WHEN json_type(cc.structured_output) IN ('OBJECT', 'ARRAY') THEN cc.structured_output::VARCHAR
+             WHEN __CC_API_ERROR__ THEN NULL
+             ELSE coalesce(cc.result, cc._session.last_text) END
+        WHEN shape = 'otel_span' THEN coalesce(
+             CASE WHEN oom IS NOT NULL THEN array_to_string(list_transform(list_filter(
+                  json_extract(oom, '$[*].parts[*]'), lambda x: x->>'$.type' = 'text'), lambda x: x->>'$.content'), '')
+             END,
+             ot.attributes->>'$."gen_ai.completion.0.content"', ot.attributes->>'$."gen_ai.completion"')
+        WHEN shape = 'llm_log' THEN coalesce(u.response->>'$', x_text0)
+        ELSE x_text0
+      END AS x_text,
+      CASE
+        WHEN shape = 'claude_code' THEN CASE
+             WHEN cc._session.refusal_no_fallback THEN 'refusal'
+             WHEN cc._session.api_error = 'max_output_tokens' THEN 'max_tokens'
+             WHEN __CC_API_ERROR__ THEN NULL
+             WHEN cc.subtype = 'no_result' THEN 'no_result'
+             WHEN cc.subtype = 'transcript' THEN CASE WHEN cc._session.last_is_tool_use
+                  AND coalesce(cc._session.last_stop, 'tool_use') = 'tool_use' THEN 'unfinished_tool_use'
+                  ELSE cc._session.last_stop END
+             WHEN cc.subtype = 'error_during_execution' THEN NULL
+             WHEN coalesce(cc.terminal_reason, 'completed') NOT IN ('completed', 'api_error') THEN cc.terminal_reason
+             WHEN coalesce(cc.subtype, 'success') <> 'success' THEN cc.subtype
+             ELSE coalesce(cc.stop_reason, cc._session.last_stop) END
+        WHEN shape = 'otel_span' THEN coalesce(ot.attributes->>'$."gen_ai.response.finish_reasons"[0]',
+             oom->>'$[0].finish_reason', ot.attributes->>'$."gen_ai.completion.0.finish_reason"')
+        WHEN shape = 'litellm' THEN CASE
+             WHEN ll.status_fields.guardrail_status = 'guardrail_intervened' THEN 'guardrail_intervened'
+             ELSE coalesce(llo->>'$.stop_reason', llo->>'$.candidates[0].finishReason', llo->>'$.stopReason',
+                           x_stop0) END
+        WHEN shape = 'llm_log' THEN coalesce(x_stop0, payload->>'$.finish_reason', payload->>'$.stop_reason',
+                                             payload->>'$.done_reason')
+        ELSE x_stop0
+      END AS x_stop_raw,
+      CASE
+        WHEN shape = 'claude_code' AND (__CC_API_ERROR__ OR cc.subtype = 'error_during_execution')
+             THEN coalesce(cc.api_error_status, nullif(regexp_extract(coalesce(cc.result,
+             cc._session.api_error_text, array_to_string(json_extract_string(cc.errors, '$[*]'), ' '), ''),
+             'API Error: ([0-9]{3})', 1), ''))
+        WHEN shape = 'otel_span' THEN coalesce(
+             CASE WHEN regexp_full_match(coalesce(ot.attributes->>'$."error.type"', ''), '[1-5][0-9][0-9]')
+                  THEN ot.attributes->>'$."error.type"' END,
+             CASE WHEN ot.attributes->>'$."error.type"' IS NOT NULL
+                  THEN ot.attributes->>'$."http.response.status_code"' END)
+        WHEN shape = 'litellm' AND ll.status = 'failure'
+             AND regexp_full_match(coalesce(ll.error_information.error_code, ''), '[1-5][0-9][0-9]')
+             THEN ll.error_information.error_code
+      END AS x_http,
+      CASE
+        WHEN shape = 'claude_code' AND __CC_API_ERROR__ THEN coalesce(nullif(regexp_extract(coalesce(cc.result,
+             cc._session.api_error_text, ''), '"error":\\s*\\{\\s*"type":\\s*"([A-Za-z_]+)"', 1), ''),
+             nullif(cc._session.api_error, 'api_error_message'), 'api_error')
+        WHEN shape = 'claude_code' AND cc.subtype = 'error_during_execution'
+             THEN coalesce('startup_failure:' || cc.startup_failure_reason, 'error_during_execution')
+        WHEN shape = 'otel_span' THEN coalesce(ot.attributes->>'$."error.type"',
+             CASE WHEN ot.status.code IN ('2', 'STATUS_CODE_ERROR') THEN 'span_status_error' END)
+        WHEN shape = 'litellm' AND ll.status = 'failure' THEN coalesce(nullif(ll.error_information.error_class, ''),
+             nullif(regexp_extract(coalesce(ll.error_str, ''), 'litellm\\.([A-Za-z]*(Error|Timeout))', 1), ''),
+             'litellm_failure')
+      END AS x_err_type,
+      CASE
+        WHEN shape = 'claude_code' AND __CC_API_ERROR__ THEN coalesce(cc.result, cc._session.api_error_text)
+        WHEN shape = 'claude_code' AND cc.subtype = 'error_during_execution'
+             THEN coalesce(nullif(array_to_string(json_extract_string(cc.errors, '$[*]'), '; '), ''),
+                           cc.startup_failure_reason)
+        WHEN shape = 'otel_span' AND (ot.attributes->>'$."error.type"' IS NOT NULL
+             OR ot.status.code IN ('2', 'STATUS_CODE_ERROR')) THEN coalesce(nullif(ot.status.message, ''),
+             list_filter(json_extract(ot.events, '$[*]'), lambda e: e->>'$.name' = 'exception')[1]
+                 ->>'$.attributes."exception.message"')
+        WHEN shape = 'litellm' AND ll.status = 'failure' THEN coalesce(ll.error_information.error_message,
+             ll.error_str)
+      END AS x_err_msg,
+      list_concat(x_notes0, list_filter([
+        CASE WHEN shape = 'claude_code' AND cc._session.source = 'transcript' THEN 'claude_code_transcript' END,
+        CASE WHEN shape = 'claude_code' AND cc.subtype = 'no_result' THEN 'session_without_result' END,
+        CASE WHEN shape = 'claude_code' AND cc._session.aborted THEN 'aborted' END,
+        CASE WHEN shape = 'claude_code' AND cc._session.refusal_fallback THEN 'refusal_fallback' END,
+        CASE WHEN shape = 'claude_code' AND cc._session.api_retries > 0
+             THEN 'api_retries:' || cc._session.api_retries END,
+        CASE WHEN shape = 'claude_code' AND coalesce(json_array_length(cc.permission_denials), 0) > 0
+             THEN 'permission_denials:' || json_array_length(cc.permission_denials) END,
+        CASE WHEN shape = 'claude_code' AND cc._session.api_calls > 0
+             THEN 'api_calls:' || cc._session.api_calls END,
+        CASE WHEN shape = 'otel_span' THEN 'otel_span' END,
+        CASE WHEN shape = 'otel_span' AND oom IS NULL AND ot.attributes->>'$."gen_ai.completion.0.content"' IS NULL
+             AND ot.attributes->>'$."gen_ai.completion"' IS NULL THEN 'content_not_captured' END,
+        CASE WHEN shape = 'litellm' AND llo IS NULL AND lower(coalesce(x_stop0, '')) IN ('content_filter', 'stop')
+             THEN 'finish_reason_folded_by_litellm' END
+      ], lambda x: x IS NOT NULL)) AS x_notes
+    FROM p2
 )
 SELECT
-  line_no, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, x_notes AS fmt_notes,
+  line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, x_notes AS fmt_notes,
   CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error',
                      'bedrock_error')
        THEN 'bare' ELSE shape END AS shape_kind,
   shape,
-  CASE WHEN ptype IN ('anthropic') THEN 'anthropic'
+  CASE WHEN shape = 'claude_code' THEN 'anthropic'
+       WHEN shape IN ('otel_span', 'litellm') THEN CASE
+         WHEN regexp_matches(__PROV__, 'anthropic') THEN 'anthropic'
+         WHEN regexp_matches(__PROV__, 'openai|azure') THEN 'openai'
+         WHEN regexp_matches(__PROV__, 'gemini|vertex|gcp|google') THEN 'gemini'
+         WHEN regexp_matches(__PROV__, 'bedrock') THEN 'bedrock'
+         ELSE coalesce(nullif(__PROV__, ''), 'unknown') END
+       WHEN ptype IN ('anthropic') THEN 'anthropic'
        WHEN ptype IN ('openai_chat', 'openai_responses', 'openai_error') THEN 'openai'
        WHEN ptype = 'gemini' THEN 'gemini' WHEN ptype IN ('bedrock', 'bedrock_error') THEN 'bedrock'
        WHEN shape = 'openai_batch' THEN 'openai' WHEN shape = 'anthropic_batch' THEN 'anthropic'
@@ -403,19 +571,49 @@ SELECT
               WHEN regexp_matches(lower(coalesce(u.model, '')), '^(gpt|o[1-9]|chatgpt|text-)') THEN 'openai'
               WHEN lower(coalesce(u.model, '')) LIKE '%gemini%' THEN 'gemini' END, 'unknown')
   END AS provider,
-  coalesce(u.run_id, u.metadata.run_id, u.custom_id, CASE WHEN shape <> 'flat' THEN u.id END,
+  coalesce(CASE shape WHEN 'claude_code' THEN cc.session_id || coalesce('#' || coalesce(cc.result_index, cc.uuid), '')
+                      WHEN 'otel_span' THEN ot.span_id WHEN 'litellm' THEN ll.id END,
+           u.run_id, u.metadata.run_id, u.custom_id, CASE WHEN shape <> 'flat' THEN u.id END,
            CASE WHEN shape = 'flat' THEN u.id END, p.id) AS run_id,
   u.custom_id AS custom_id,
-  coalesce(u.task_id, u.task, u.job, u.task_name, u.job_name, u.metadata.task_id, u.metadata.task,
+  CASE shape WHEN 'claude_code' THEN cc.session_id
+             WHEN 'otel_span' THEN coalesce(ot.attributes->>'$."gen_ai.conversation.id"', ot.trace_id)
+             WHEN 'litellm' THEN ll.trace_id WHEN 'llm_log' THEN u.conversation_id
+             ELSE coalesce(u.session_id, u.sessionId) END AS session_id,
+  CASE shape WHEN 'claude_code' THEN cc.total_cost_usd WHEN 'litellm' THEN ll.response_cost END AS cost_usd,
+  CASE WHEN shape = 'claude_code' THEN cc.num_turns END AS turns,
+  coalesce(CASE WHEN shape = 'otel_span' THEN line->>'$.resource."service.name"'
+                WHEN shape = 'litellm' THEN coalesce(ll.metadata->>'$.task_id', ll.request_tags->>'$[0]') END,
+    u.task_id, u.task, u.job, u.task_name, u.job_name, u.metadata.task_id, u.metadata.task,
     CASE WHEN u.custom_id IS NOT NULL THEN coalesce(
       nullif(regexp_extract(u.custom_id, '^(.*?)[-_:/.]?\\d{4}-?\\d{2}-?\\d{2}', 1), ''),
       nullif(regexp_replace(u.custom_id, '[-_:/.]?\\d+$', ''), ''), u.custom_id) END) AS task_id,
-  coalesce(u.ts, u.timestamp, u.time, u.created_at, u.started_at, u.datetime_utc, u.startTime, u.createTime,
+  coalesce(CASE shape WHEN 'claude_code' THEN cc._session.ts WHEN 'otel_span' THEN ot.start_time_unix_nano
+                      WHEN 'litellm' THEN ll.startTime END,
+           u.ts, u.timestamp, u.time, u.created_at, u.started_at, u.datetime_utc, u.startTime, u.createTime,
            p.created, u.created,
            CASE WHEN u.custom_id IS NOT NULL THEN
              nullif(regexp_extract(u.custom_id, '(\\d{4}-\\d{2}-\\d{2}(T[0-9:]+Z?)?)', 1), '') END) AS ts_raw,
-  coalesce(u.model, p.model, p.modelVersion, rq.model) AS model,
+  coalesce(CASE shape WHEN 'claude_code' THEN coalesce(cc._session.model,
+                                                       json_keys(coalesce(cc.modelUsage, cc.model_usage))[1])
+                      WHEN 'otel_span' THEN coalesce(ot.attributes->>'$."gen_ai.response.model"',
+                                                     ot.attributes->>'$."gen_ai.request.model"')
+                      WHEN 'litellm' THEN ll.model END,
+           u.model, p.model, p.modelVersion, rq.model) AS model,
   coalesce(
+    CASE shape WHEN 'claude_code' THEN cc._session.prompt
+      WHEN 'otel_span' THEN coalesce(
+        nullif(array_to_string(list_transform(list_filter(json_extract(oim, '$[*].parts[*]'),
+               lambda x: x->>'$.type' = 'text'), lambda x: x->>'$.content'), chr(10) || chr(10)), ''),
+        nullif(array_to_string(list_transform(list_filter(json_keys(ot.attributes), lambda k: regexp_full_match(k,
+               'gen_ai\\.prompt\\.[0-9]+\\.content')), lambda k: json_extract_string(ot.attributes, '$."' || k || '"')),
+               chr(10) || chr(10)), ''),
+        ot.attributes->>'$."gen_ai.prompt"')
+      WHEN 'litellm' THEN nullif(array_to_string(list_filter(list_transform(
+        json_transform(CASE WHEN json_type(ll.messages) = 'ARRAY' THEN ll.messages END, '[{"content":"JSON"}]'),
+        lambda m: __TEXTISH_M__), lambda s: s IS NOT NULL AND s <> ''), chr(10) || chr(10)), '')
+      WHEN 'llm_log' THEN nullif(concat_ws(chr(10) || chr(10), nullif(u.system->>'$', ''), u.prompt), '')
+    END,
     CASE WHEN starts_with(ltrim(u.prompt), '[') AND json_valid(u.prompt) THEN
       nullif(array_to_string(list_filter(list_transform(
         json_transform(u.prompt, '[{"content":"JSON"}]'), lambda m: __TEXTISH_M__),
@@ -430,9 +628,10 @@ SELECT
   x_tool_payload AS tool_payload,
   x_stop_raw AS stop_reason_raw,
   x_refusal_text AS refusal_text,
-  x_refusal_category AS refusal_category,
+  coalesce(CASE WHEN shape = 'claude_code' THEN cc._session.refusal_category END, x_refusal_category)
+      AS refusal_category,
   x_block_reason AS block_reason,
-  coalesce(u.http_status, u.status_code, bresp.status_code, u.ResponseMetadata.HTTPStatusCode,
+  coalesce(x_http, u.http_status, u.status_code, bresp.status_code, u.ResponseMetadata.HTTPStatusCode,
            p.ResponseMetadata.HTTPStatusCode,
            -- an error body that names its status: Google's {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}
            CASE WHEN regexp_full_match(coalesce(perr.code, ''), '[1-5][0-9][0-9]') THEN perr.code
@@ -447,7 +646,7 @@ SELECT
                 WHEN 'ABORTED' THEN '409' WHEN 'ALREADY_EXISTS' THEN '409' WHEN 'UNIMPLEMENTED' THEN '501' END
   ) AS http_raw,
   -- error type: provider envelopes first, then the pipeline's own error field
-  coalesce(
+  coalesce(x_err_type,
     CASE WHEN shape = 'bedrock_error' THEN line->>'$.Error.Code' END,
     CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.type, berr.type) END,
     CASE WHEN ptype = 'anthropic' AND p.type = 'error' THEN perr.type END,
@@ -458,7 +657,7 @@ SELECT
     u.error_type,
     -- Azure's inner code names the policy when the outer code is null
     perr.innererror.code, err.innererror.code, perr.inner_error.code, err.inner_error.code) AS error_type,
-  coalesce(
+  coalesce(x_err_msg,
     CASE WHEN shape = 'bedrock_error' THEN coalesce(line->>'$.Error.Message', line->>'$.message') END,
     CASE WHEN shape = 'anthropic_batch' THEN coalesce(berr.error.message, berr.message) END,
     perr.message, err.error.message, err.message,
@@ -467,21 +666,45 @@ SELECT
   CASE WHEN shape = 'anthropic_batch' THEN res.type
        WHEN shape = 'openai_batch' THEN CASE WHEN u.error IS NOT NULL AND json_type(u.error) = 'OBJECT'
             THEN 'error:' || coalesce(err.code, 'unknown') ELSE 'response' END END AS batch_result,
-  CASE WHEN shape IN ('flat', 'wrapped') OR shape IS NULL THEN coalesce(u.status, u.ok, u.success) END AS status_raw,
-  CASE WHEN shape NOT IN ('flat', 'wrapped') THEN NULL
+  CASE WHEN shape IN ('flat', 'wrapped') OR shape IS NULL THEN coalesce(u.status, u.ok, u.success)
+       WHEN shape = 'claude_code' AND cc.is_error IS NOT NULL THEN CASE WHEN cc.is_error THEN 'error' ELSE 'success' END
+       WHEN shape = 'litellm' THEN ll.status
+       WHEN shape = 'otel_span' THEN CASE WHEN ot.status.code IN ('2', 'STATUS_CODE_ERROR') THEN 'error' ELSE 'ok' END
+       WHEN shape = 'llm_log' THEN 'success' END AS status_raw,
+  CASE WHEN shape = 'claude_code' AND cc.is_error IS NOT NULL THEN 'is_error'
+       WHEN shape = 'litellm' THEN 'status' WHEN shape = 'otel_span' THEN 'span_status'
+       WHEN shape = 'llm_log' THEN 'logged'
+       WHEN shape NOT IN ('flat', 'wrapped') THEN NULL
        WHEN u.status IS NOT NULL THEN 'status' WHEN u.ok IS NOT NULL THEN 'ok'
        WHEN u.success IS NOT NULL THEN 'success' END AS status_field,
-  coalesce(u.usage.input_tokens, u.usage.prompt_tokens, u.usage.inputTokens,
+  coalesce(CASE shape WHEN 'claude_code' THEN cc.usage.input_tokens
+           WHEN 'otel_span' THEN try_cast(coalesce(ot.attributes->>'$."gen_ai.usage.input_tokens"',
+                                                   ot.attributes->>'$."gen_ai.usage.prompt_tokens"') AS BIGINT)
+           WHEN 'litellm' THEN ll.prompt_tokens
+           WHEN 'llm_log' THEN try_cast(line->>'$.input_tokens' AS BIGINT) END,
+           u.usage.input_tokens, u.usage.prompt_tokens, u.usage.inputTokens,
            p.usage.input_tokens, p.usage.prompt_tokens, p.usage.inputTokens,
            p.usageMetadata.promptTokenCount, p.usage_metadata.prompt_token_count) AS input_tokens,
-  coalesce(u.usage.output_tokens, u.usage.completion_tokens, u.usage.outputTokens,
+  coalesce(CASE shape WHEN 'claude_code' THEN cc.usage.output_tokens
+           WHEN 'otel_span' THEN try_cast(coalesce(ot.attributes->>'$."gen_ai.usage.output_tokens"',
+                                                   ot.attributes->>'$."gen_ai.usage.completion_tokens"') AS BIGINT)
+           WHEN 'litellm' THEN ll.completion_tokens
+           WHEN 'llm_log' THEN try_cast(line->>'$.output_tokens' AS BIGINT) END,
+           u.usage.output_tokens, u.usage.completion_tokens, u.usage.outputTokens,
            p.usage.output_tokens, p.usage.completion_tokens, p.usage.outputTokens,
            p.usageMetadata.candidatesTokenCount, p.usage_metadata.candidates_token_count) AS output_tokens,
-  coalesce(try_cast(u.latency_ms AS DOUBLE), try_cast(u.duration_ms AS DOUBLE),
+  coalesce(CASE shape WHEN 'otel_span' THEN (try_cast(ot.end_time_unix_nano AS HUGEINT)
+                                              - try_cast(ot.start_time_unix_nano AS HUGEINT)) / 1e6
+                      WHEN 'litellm' THEN coalesce(ll.response_time * 1000,
+                           (try_cast(ll.endTime AS DOUBLE) - try_cast(ll.startTime AS DOUBLE)) * 1000) END,
+           try_cast(u.latency_ms AS DOUBLE), try_cast(u.duration_ms AS DOUBLE),
            try_cast(p.metrics.latencyMs AS DOUBLE)) AS latency_ms,
   u.topic AS topic,
   p.type = 'error' AS is_error_body,
-  CASE WHEN shape IS NULL AND u.type IN __STREAM_EVENTS__ THEN u.type
+  CASE WHEN shape IS NULL AND u.session_id IS NOT NULL AND u.type IS NOT NULL THEN 'claude.' || u.type
+       WHEN shape = 'claude_code' AND u.type = 'result' THEN 'claude.result'
+       WHEN shape IS NULL AND u.sessionId IS NOT NULL THEN 'transcript'
+       WHEN shape IS NULL AND u.type IN __STREAM_EVENTS__ THEN u.type
        -- a Responses stream's error event: {"type": "error", "code", "message", "sequence_number"}, or with the
        -- error nested as {"error": {...}} (both are recorded)
        WHEN shape IS NULL AND u.type = 'error' AND u.sequence_number IS NOT NULL THEN 'response.error'
@@ -501,7 +724,7 @@ SELECT
        WHEN shape = 'gemini' AND NOT garray AND coalesce(u.responseId, u.response_id) IS NOT NULL
             THEN 'gemini_chunk' END AS ev_type,
   coalesce(u.responseId, u.response_id) AS gemini_rid
-FROM p2
+FROM p3
 """
 
 # Map raw stop/finish reasons (any provider, any case) to runaudit's normalised vocabulary.
@@ -511,7 +734,8 @@ STOP_REASON_CASE = """CASE
   WHEN lower({x}) IN ('tool_use', 'tool_calls', 'function_call', 'tool_call') THEN 'tool_use'
   WHEN lower({x}) IN ('max_tokens', 'length', 'incomplete:max_output_tokens', 'max_output_tokens')
        THEN 'max_tokens'
-  WHEN lower({x}) IN ('model_context_window_exceeded', 'context_window_exceeded') THEN 'context_window'
+  WHEN lower({x}) IN ('model_context_window_exceeded', 'context_window_exceeded', 'prompt_too_long')
+       THEN 'context_window'
   WHEN lower({x}) = 'refusal' THEN 'refusal'
   WHEN lower({x}) IN ('content_filter', 'content_filtered', 'incomplete:content_filter', 'safety',
        'prohibited_content', 'blocklist', 'spii', 'image_safety', 'image_prohibited_content') THEN 'content_filter'
@@ -519,8 +743,16 @@ STOP_REASON_CASE = """CASE
   WHEN lower({x}) IN ('recitation', 'image_recitation') THEN 'recitation'
   WHEN lower({x}) = 'pause_turn' THEN 'pause_turn'
   WHEN lower({x}) IN ('malformed_function_call', 'unexpected_tool_call', 'too_many_tool_calls',
-       'malformed_model_output', 'malformed_tool_use') THEN 'malformed'
-  WHEN lower({x}) IN ('in_progress', 'queued', 'cancelled', 'failed') THEN 'incomplete'
+       'malformed_model_output', 'malformed_tool_use', 'error_max_structured_output_retries',
+       'structured_output_retry_exhausted', 'malformed_tool_use_exhausted') THEN 'malformed'
+  -- "error": an OTel span whose call never got a finish reason; no_result: a Claude Code session with no result
+  WHEN lower({x}) IN ('in_progress', 'queued', 'cancelled', 'failed', 'error', 'no_result') THEN 'incomplete'
+  -- agent endings (Claude Code result subtypes and terminal reasons)
+  WHEN lower({x}) IN ('error_max_turns', 'max_turns') THEN 'max_turns'
+  WHEN lower({x}) IN ('error_max_budget_usd', 'budget_exhausted') THEN 'budget'
+  WHEN lower({x}) IN ('aborted_streaming', 'aborted_tools') THEN 'aborted'
+  WHEN lower({x}) IN ('tool_deferred', 'tool_deferred_unavailable', 'stop_hook_prevented', 'hook_stopped',
+       'unfinished_tool_use') THEN 'paused'
   WHEN lower({x}) IN ('other', 'language', 'no_image', 'image_other', 'finish_reason_unspecified',
        'unspecified', 'incomplete:unknown') THEN 'other'
   ELSE 'unknown'
@@ -549,6 +781,24 @@ _GEMINI_BLOCK = ("(CASE WHEN {x} IS NULL OR upper(trim({x})) IN ('0', 'BLOCK_REA
                  "WHEN trim({x}) = '6' THEN 'JAILBREAK' ELSE {x} END)")
 
 
+# A JSON value that may be JSON text in a string (OTel message attributes, LiteLLM's original response).
+_JSONISH = ("(CASE WHEN json_type({x}) = 'VARCHAR' AND json_valid({x}->>'$') THEN json({x}->>'$') "
+            "WHEN json_type({x}) IN ('OBJECT', 'ARRAY') THEN {x} END)")
+# A Claude Code run that ended on an API error (the CLI writes the error prose as the result, is_error true, or as
+# a synthetic assistant message); an "error" that says the output hit max_tokens is a truncation instead.
+_CC_API_ERROR = ("(((coalesce(cc.is_error, false) AND coalesce(cc.subtype, 'success') = 'success') "
+                 "OR (cc.subtype IN ('transcript', 'no_result') AND cc._session.api_error IS NOT NULL)) "
+                 "AND coalesce(cc._session.api_error, '') <> 'max_output_tokens')")
+_LITELLM = json.dumps({
+    "id": "VARCHAR", "trace_id": "VARCHAR", "call_type": "VARCHAR", "status": "VARCHAR",
+    "status_fields": {"llm_api_status": "VARCHAR", "guardrail_status": "VARCHAR"}, "error_str": "VARCHAR",
+    "error_information": {"error_code": "VARCHAR", "error_class": "VARCHAR", "llm_provider": "VARCHAR",
+                          "error_message": "VARCHAR"},
+    "model": "VARCHAR", "custom_llm_provider": "VARCHAR", "startTime": "VARCHAR", "endTime": "VARCHAR",
+    "response_time": "DOUBLE", "prompt_tokens": "BIGINT", "completion_tokens": "BIGINT", "response_cost": "DOUBLE",
+    "messages": "JSON", "hidden_params": "JSON", "request_tags": "JSON", "metadata": "JSON"})
+
+
 def expand(sql: str, name: str, template: str) -> str:
     """Replace every ``name(arg)`` in ``sql`` (balanced parentheses) by ``template`` with ``{x}`` = arg."""
     out, i = [], 0
@@ -574,9 +824,17 @@ def build_record_sql() -> str:
     """The stage-3 SELECT with its JSON specs inlined (they are constants, not user input)."""
     textish_m = _textish("m.content")
     sql = RECORD_SQL
-    for name, tpl in (("__ARGS__", _ARGS), ("__GEMINI_FINISH__", _GEMINI_FINISH), ("__GEMINI_BLOCK__", _GEMINI_BLOCK)):
+    for name, tpl in (("__ARGS__", _ARGS), ("__GEMINI_FINISH__", _GEMINI_FINISH), ("__GEMINI_BLOCK__", _GEMINI_BLOCK),
+                      ("__JSONISH__", _JSONISH)):
         sql = expand(sql, name, tpl)
     return (sql
+            .replace("__CC_API_ERROR__", _CC_API_ERROR)
+            .replace("__PROV__", "lower(coalesce(ot.attributes->>'$.\"gen_ai.provider.name\"', "
+                                 "ot.attributes->>'$.\"gen_ai.system\"', ll.custom_llm_provider, "
+                                 "ll.error_information.llm_provider, ''))")
+            .replace("__CLAUDE__", claude_code.RESULT_SPEC)
+            .replace("__OTEL__", otel.SPAN_SPEC)
+            .replace("__LITELLM__", _LITELLM)
             .replace("__STRUCT__", STRUCT_SPEC)
             .replace("__REQUEST__", _REQUEST)
             .replace("__ERROR__", _ERROR)
@@ -590,4 +848,5 @@ def build_record_sql() -> str:
 def build_shape_sql() -> str:
     """The stage-2 SELECT with its JSON specs inlined."""
     return (SHAPE_SQL.replace("__RESULT__", _RESULT).replace("__BATCH__", _BATCH_RESPONSE)
-            .replace("__ERROR__", _ERROR))
+            .replace("__ERROR__", _ERROR)
+            .replace("__CLAUDE_TYPES__", "(" + ", ".join(f"'{t}'" for t in claude_code.STREAM_TYPES) + ")"))

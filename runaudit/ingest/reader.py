@@ -330,3 +330,22 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
         fill = rem
         if eof and fill == 0 and not rewind:
             return
+
+
+def records_window(line_nos: list[int], lines: list[str], end_offset: int,
+                   parts: list[int] | None = None) -> Window:
+    """A window of records that did not come from reading lines (a JSON document's elements, a database's
+    rows): complete, valid UTF-8, numbered by the caller; ``parts`` numbers records that share a line number."""
+    n = len(lines)
+    cols: dict[str, pa.Array] = {"line_no": pa.array(line_nos, pa.int64())}
+    if parts is not None:
+        cols["part"] = pa.array(parts, pa.int64())
+    cols.update({
+        "byte_offset": pa.array([0] * n, pa.int64()),
+        "line": pa.array(lines, pa.string()),
+        "bad_utf8": pa.array([False] * n),
+        "too_long": pa.array([False] * n),
+        "orig_len": pa.array([len(s.encode()) for s in lines], pa.int64()),
+        "padded": pa.array([False] * n),
+    })
+    return Window(table=pa.table(cols), end_offset=end_offset, lines=n, unterminated_last=False, eof=True)

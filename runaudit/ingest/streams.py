@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runaudit.ingest.claude_code import session_sql
 from runaudit.ingest.normalize import gemini_merge_sql
 from runaudit.store import Store
 
@@ -46,15 +47,22 @@ WITH e AS (
   SELECT line_no, byte_offset, nbytes, ev_type, line,
          CASE WHEN ev_type = 'chunk' THEN 'openai' WHEN starts_with(ev_type, 'response.') THEN 'responses'
               WHEN ev_type = 'gemini_chunk' THEN 'gemini' WHEN starts_with(ev_type, 'bedrock.') THEN 'bedrock'
+              WHEN starts_with(ev_type, 'claude.') THEN 'claude' WHEN ev_type = 'transcript' THEN 'transcript'
               ELSE 'anthropic' END AS fam,
          CASE WHEN ev_type = 'chunk' THEN nullif(json_extract_string(line, '$.id'), '') END AS cid,
+         CASE WHEN starts_with(ev_type, 'claude.') THEN json_extract_string(line, '$.session_id')
+              WHEN ev_type = 'transcript' THEN json_extract_string(line, '$.sessionId') END AS csid,
          gemini_rid
   FROM _final
-  WHERE ev_type IS NOT NULL AND (shape IS NULL OR ev_type IN ('error', 'chunk', 'gemini_chunk')
+  WHERE ev_type IS NOT NULL AND (shape IS NULL OR ev_type IN ('error', 'chunk', 'gemini_chunk', 'claude.result')
                                  OR starts_with(ev_type, 'response.'))
 ), n AS (
   SELECT *, sum(CASE WHEN ev_type IN ('message_start', 'response.created', 'bedrock.messageStart') THEN 1 ELSE 0 END)
                 OVER (PARTITION BY fam ORDER BY line_no) AS n,
+         -- a Claude Code session's turn: its lines since its previous result
+         coalesce(sum(CASE WHEN ev_type = 'claude.result' THEN 1 ELSE 0 END)
+                  OVER (PARTITION BY fam, csid ORDER BY line_no ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+             AS seg,
          -- Azure chunks with an empty id belong to a stream by position: the prompt-annotation chunk (no choices)
          -- to the stream after it, asynchronous-filter chunks (the one ending a blocked stream too) to the one before
          last_value(cid IGNORE NULLS) OVER (PARTITION BY fam ORDER BY line_no
@@ -67,20 +75,37 @@ WITH e AS (
                       CASE WHEN coalesce(json_array_length(line, '$.choices'), 0) = 0 THEN next_cid END,
                       prev_cid, next_cid, '')
                  WHEN fam = 'gemini' THEN 'g:' || gemini_rid
-                 WHEN n > 0 THEN fam || ':' || n END AS sid
+                 WHEN fam = 'claude' THEN 'c:' || csid || ':' || seg
+                 WHEN fam = 'transcript' THEN 't:' || csid
+                 WHEN fam IN ('anthropic', 'responses', 'bedrock') AND n > 0 THEN fam || ':' || n END AS sid
   FROM n
 ), s AS (
   SELECT sid, min(line_no) FILTER (WHERE ev_type = 'message_stop') AS stop_line, count(*) AS events
   FROM g GROUP BY sid
 )
-SELECT g.* EXCLUDE (n, cid, prev_cid, next_cid, gemini_rid) FROM g JOIN s USING (sid)
+SELECT g.* EXCLUDE (n, cid, prev_cid, next_cid, gemini_rid, csid, seg) FROM g JOIN s USING (sid)
 WHERE g.sid IS NOT NULL AND NOT (g.ev_type = 'error' AND s.stop_line IS NOT NULL AND g.line_no > s.stop_line)
 """
 # A lone Gemini response (not streamed, or a stream of one chunk) stays as it is: dropped from the events once
 # the window's open streams are known.
 LONE_GEMINI_SQL = """
-DELETE FROM _ev WHERE fam = 'gemini' AND sid IN (SELECT sid FROM _ev WHERE fam = 'gemini' GROUP BY sid
-                                                  HAVING count(*) = 1)
+DELETE FROM _ev WHERE fam IN ('gemini', 'claude') AND sid IN (
+  SELECT sid FROM _ev WHERE fam IN ('gemini', 'claude') GROUP BY sid
+  HAVING count(*) = 1 AND (any_value(fam) = 'gemini' OR any_value(ev_type) = 'claude.result'))
+"""
+
+# Claude Code lines that belong to no turn (informational lines after a session's last result, a transcript's
+# metadata without any message): valid records that hold no model call.
+_TURN = ("(ev_type IN ('claude.assistant', 'claude.user', 'claude.stream_event', 'claude.result') "
+         "OR (ev_type = 'claude.system' AND json_extract_string(line, '$.subtype') = 'init') "
+         "OR (ev_type = 'transcript' AND json_extract_string(line, '$.type') IN ('user', 'assistant')))")
+NO_TURN_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _noturn AS
+SELECT line_no FROM _ev WHERE sid IN (
+  SELECT sid FROM _ev WHERE fam IN ('claude', 'transcript') GROUP BY sid HAVING NOT bool_or({_TURN}));
+UPDATE _final SET shape = '_none' WHERE line_no IN (SELECT line_no FROM _noturn);
+DELETE FROM _ev WHERE line_no IN (SELECT line_no FROM _noturn);
+DROP TABLE _noturn
 """
 
 # Streams that may go on past the window: the last Anthropic and the last Responses stream when they have no
@@ -89,7 +114,8 @@ OPEN_STREAMS_SQL = """
 SELECT min(start_line), min(start_off) FROM (
   SELECT sid, fam, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
          bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete',
-                             'response.failed', 'response.error', 'bedrock.metadata', 'bedrock.exception')) AS ended,
+                             'response.failed', 'response.error', 'bedrock.metadata', 'bedrock.exception',
+                             'claude.result')) AS ended,
          max(CASE WHEN fam IN ('anthropic', 'responses', 'bedrock') THEN start_line END) OVER (PARTITION BY fam)
              AS last_start
   FROM (SELECT *, min(line_no) OVER (PARTITION BY sid) AS start_line FROM _ev)
@@ -97,6 +123,8 @@ SELECT min(start_line), min(start_off) FROM (
 )
 WHERE (fam IN ('anthropic', 'responses', 'bedrock') AND start_line = last_start AND NOT ended)
    OR (fam IN ('openai', 'gemini') AND end_line = $last_line)
+   -- a Claude Code turn without its result yet, or a transcript, active near the window's end
+   OR (fam IN ('claude', 'transcript') AND NOT ended AND end_line > $last_line - $recent)
 """
 
 # At the end of a file that may still be written: streams that have not ended and were active near the end of
@@ -107,7 +135,7 @@ HELD_STREAMS_SQL = """
 SELECT min(start_line), min(start_off) FROM (
   SELECT sid, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
     bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete', 'response.failed',
-                        'response.error', 'bedrock.metadata', 'bedrock.exception')
+                        'response.error', 'bedrock.metadata', 'bedrock.exception', 'claude.result')
             OR (fam = 'bedrock' AND json_exists(line, '$.messageStop'))
             OR (fam = 'openai' AND (json_extract_string(line, '$.choices[0].finish_reason') IS NOT NULL
                                     OR json_type(line, '$.error') = 'OBJECT'))
@@ -178,7 +206,9 @@ WITH x AS (
     arg_min(json_object('Code', json_keys(line)[1], 'Message', json_extract(line, '$.*.message')[1]), line_no)
         FILTER (WHERE ev_type = 'bedrock.exception') AS bexc,
     -- Gemini: the chunks of one responseId, merged
-    list(json(line) ORDER BY line_no) FILTER (WHERE fam = 'gemini') AS gchunks
+    list(json(line) ORDER BY line_no) FILTER (WHERE fam = 'gemini') AS gchunks,
+    -- Claude Code: a session's turn (or a transcript), folded
+    list(json(line) ORDER BY line_no) FILTER (WHERE fam IN ('claude', 'transcript')) AS clines
   FROM x GROUP BY sid
 ), oc AS (
   -- OpenAI tool calls arrive in fragments: the id and name first, then pieces of the arguments, by index
@@ -232,6 +262,9 @@ SELECT sid, line_no, byte_offset, nbytes, events,
                      to_json(list_concat([json_object('text', coalesce(btext, ''))], coalesce(btools, []))))),
                  'stopReason', bstop, 'usage', busage, 'metrics', bmetrics,
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
+   WHEN fam IN ('claude', 'transcript') THEN
+     json_merge_patch(__CLAUDE_FOLD__, json_object('_stream', json_object('events', events, 'first_line', line_no,
+                                                                            'last_line', last_line)))
    WHEN fam = 'gemini' THEN
      json_merge_patch(__GEMINI_MERGE__, json_object('_stream', json_object('events', events, 'first_line', line_no,
                                                                             'last_line', last_line)))
@@ -266,7 +299,7 @@ SELECT sid, line_no, byte_offset, nbytes, events,
                  '_stream', json_object('events', events, 'first_line', line_no, 'last_line', last_line))
    END)::VARCHAR AS line
 FROM g LEFT JOIN ocalls USING (sid) LEFT JOIN ablocks USING (sid) LEFT JOIN btools USING (sid)
-""".replace("__GEMINI_MERGE__", gemini_merge_sql("gchunks"))
+""".replace("__GEMINI_MERGE__", gemini_merge_sql("gchunks")).replace("__CLAUDE_FOLD__", session_sql("clines"))
 
 CHUNK_SQL = """
 CREATE OR REPLACE TEMP TABLE _chunk AS
@@ -314,6 +347,10 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
     store.run(EVENTS_SQL)
     if not store.scalar("SELECT count(*) FROM _ev"):
         return 0, None, None
+    if store.scalar("SELECT count(*) FROM _ev WHERE fam IN ('claude', 'transcript')"):
+        for stmt in NO_TURN_SQL.split(";"):
+            if stmt.strip():
+                store.run(stmt)
     defer: tuple[int, int, bool] | None = None
     if last_window and hold_open:
         start_line, start_off = store.rows(HELD_STREAMS_SQL, {"last_line": last_line, "recent": HOLD_RECENT})[0]
@@ -323,7 +360,7 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
             parts, _, _ = _assemble_rest(store, final_sql, map_params)
             return parts, (int(start_off), int(start_line), False), int(start_off)
     if not last_window:
-        start_line, start_off = store.rows(OPEN_STREAMS_SQL, {"last_line": last_line})[0]
+        start_line, start_off = store.rows(OPEN_STREAMS_SQL, {"last_line": last_line, "recent": HOLD_RECENT})[0]
         if start_line is not None and (start_line > first_line or can_grow):
             defer = (int(start_off), int(start_line), start_line == first_line)
             store.run("DELETE FROM _final WHERE line_no >= ?", [start_line])

@@ -18,7 +18,8 @@ from runaudit.rules.base import Compiled, Rule, RuleSet
 RULES = RuleSet()
 
 _QUOTA = "(et LIKE '%insufficient_quota%' OR et LIKE '%billing%' OR em LIKE '%insufficient_quota%' " \
-         "OR em LIKE '%credit balance%' OR em LIKE '%quota%perday%' OR em LIKE '%freetier%')"
+         "OR em LIKE '%credit balance%' OR em LIKE '%quota%perday%' OR em LIKE '%freetier%' " \
+         "OR regexp_matches(em, 'hit your (usage |session |weekly )?limit'))"
 
 
 @RULES.register
@@ -94,7 +95,7 @@ class IN04ServerError(Rule):
     def predicate(self, cfg: Config) -> Compiled:
         return Compiled("""has_err AND (hs >= 500 OR hs = 409 OR et IN ('api_error', 'server_error', 'internal',
             'internalservererror', 'internalserverexception', 'modelerrorexception', 'modelstreamerrorexception',
-            'internal_server_error', 'bad_gateway', 'apierror', 'vector_store_timeout'))""")
+            'internal_server_error', 'bad_gateway', 'badgatewayerror', 'apierror', 'vector_store_timeout'))""")
 
 
 @RULES.register
@@ -111,8 +112,9 @@ class IN05Connection(Rule):
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""has_err AND (hs IS NULL AND regexp_matches(et || ' ' || em,
-            'connect|connection|reset|dns|refused|unreachable|network|broken ?pipe|ssl|eof|socket|name resolution'))""")
+        return Compiled(f"""has_err AND (hs IS NULL AND regexp_matches(et || ' ' || em,
+            'connect|connection|reset|dns|refused|unreachable|network|broken ?pipe|ssl|eof|socket|name resolution')
+            AND NOT {_QUOTA})""")
 
 
 @RULES.register
@@ -138,7 +140,9 @@ class IN06BatchNotRun(Rule):
 class IN07Incomplete(Rule):
     """The response never finished: a Responses API ``in_progress``/``queued``/``cancelled``/``failed`` status,
     or an Anthropic message or OpenAI chat completion with no stop/finish reason (a stream cut off before its
-    final event, or a proxy that passed on an unfinished response).
+    final event, or a proxy that passed on an unfinished response); a Claude Code session with no result line
+    (killed or timed out); an agent run the caller aborted (``aborted_streaming``/``aborted_tools``, sub-reason
+    ``aborted``); an OTel span whose finish reason is ``error`` (the instrumentation got none).
 
     **Matches**: ``{"object": "response", "status": "in_progress"}``; an Anthropic message with
     ``stop_reason: null``; a logged stream with ``message_start`` but no ``message_delta``; a chat completion
@@ -148,12 +152,13 @@ class IN07Incomplete(Rule):
     """
 
     code, name, outcome, signal, retryable = "IN07", "incomplete", "infra_error", "stream_incomplete", True
-    sub_reason_sql = "'incomplete'"
+    sub_reason_sql = ("CASE WHEN stop_reason = 'aborted' THEN 'aborted' WHEN lower(stop_reason_raw) = 'no_result' "
+                      "THEN 'no_result' ELSE 'incomplete' END")
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""((stop_reason = 'incomplete' AND et = '' AND em = '') OR (stop_reason_raw IS NULL AND et = ''
-            AND em = ''
+        return Compiled("""((stop_reason IN ('incomplete', 'aborted') AND et = '' AND em = '')
+            OR (stop_reason_raw IS NULL AND et = '' AND em = ''
             AND ((shape IN ('anthropic', 'anthropic_stream', 'wrapped', 'anthropic_batch') AND provider = 'anthropic')
                  OR (shape IN ('openai_chat', 'openai_chat_stream', 'wrapped', 'openai_batch')
                      AND provider = 'openai')
@@ -172,13 +177,16 @@ class IN08NoResponse(Rule):
     """
 
     code, name, outcome, signal, retryable = "IN08", "no_response", "infra_error", "no_response", True
-    sub_reason_sql = "'no_response'"
+    # an agent harness (Claude Code ``error_during_execution``) failed without an API error behind it
+    sub_reason_sql = "CASE WHEN et = 'error_during_execution' THEN 'harness' ELSE 'no_response' END"
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("""has_err AND (hs IS NULL AND (et <> '' OR em <> '') AND NOT regexp_matches(et,
-            'invalid|authentication|permission|not_found|billing|quota|too_large|validation|accessdenied|'
-            || 'badrequest|policy|content_filter|guardrail|refus|unprocessable|context_length'))""")
+        return Compiled(f"""has_err AND NOT {_QUOTA} AND (hs IS NULL AND (et <> '' OR em <> '')
+            AND NOT regexp_matches(et,
+            'invalid|authentication|permission|not_?found|billing|quota|too_large|validation|accessdenied|'
+            || 'badrequest|policy|content_filter|guardrail|refus|unprocessable|context_length|context_?window|'
+            || 'startup_failure'))""")
 
 
 @RULES.register
@@ -306,14 +314,17 @@ class CL01ClientError(Rule):
     code, name, outcome, signal, retryable = "CL01", "client_error", "infra_error", "http_4xx", False
     sub_reason_sql = """CASE WHEN hs IN (401, 403) OR regexp_matches(et, 'auth|permission|accessdenied')
         THEN 'auth' WHEN hs = 402 OR regexp_matches(et || em, 'billing|credit balance') THEN 'billing'
-        WHEN regexp_matches(et || em, 'quota') THEN 'quota' WHEN hs = 404 OR et LIKE '%not_found%' THEN 'not_found'
-        WHEN hs = 413 OR et LIKE '%too_large%' THEN 'too_large' ELSE 'client_error' END"""
+        WHEN regexp_matches(et || em, 'quota') OR regexp_matches(em, 'hit your (usage |session |weekly )?limit')
+        THEN 'quota' WHEN hs = 404 OR regexp_matches(et, 'not_?found') THEN 'not_found'
+        WHEN hs = 413 OR et LIKE '%too_large%' THEN 'too_large' WHEN starts_with(et, 'startup_failure') THEN 'config'
+        ELSE 'client_error' END"""
     groups = ("all", "infra")
 
     def predicate(self, cfg: Config) -> Compiled:
         return Compiled(f"""has_err AND ((hs BETWEEN 400 AND 499) OR {_QUOTA} OR regexp_matches(et,
-            'invalid_request|authentication|permission|not_found|billing|too_large|validation|accessdenied|'
-            || 'badrequest|unprocessable|invalid_argument|failed_precondition|context_length|invalid_prompt'))""")
+            'invalid_request|authentication|permission|not_?found|billing|too_large|validation|accessdenied|'
+            || 'badrequest|unprocessable|invalid_argument|failed_precondition|context_length|context_?window|'
+            || 'invalid_prompt|startup_failure'))""")
 
 
 @RULES.register
@@ -395,18 +406,38 @@ class DG01Truncated(Rule):
 
 @RULES.register
 class DG03Paused(Rule):
-    """A paused turn logged as final: Anthropic ``pause_turn`` (the pipeline should have continued).
+    """A paused turn logged as final: Anthropic ``pause_turn`` (the pipeline should have continued); an agent run
+    its own harness stopped or paused (Claude Code ``tool_deferred``, ``stop_hook_prevented``, ``hook_stopped``);
+    a Claude Code transcript whose last entry is a tool call with no answer after it.
 
-    **Matches**: ``"stop_reason": "pause_turn"``.
+    **Matches**: ``"stop_reason": "pause_turn"``; ``"terminal_reason": "hook_stopped"``.
     **Does not match**: ``end_turn``.
     """
 
     code, name, outcome, signal = "DG03", "paused", "degraded", "paused"
-    sub_reason_sql = "'pause_turn'"
+    sub_reason_sql = "CASE WHEN stop_reason = 'pause_turn' THEN 'pause_turn' ELSE lower(stop_reason_raw) END"
     groups = ("all", "degraded")
 
     def predicate(self, cfg: Config) -> Compiled:
-        return Compiled("(stop_reason = 'pause_turn')")
+        return Compiled("(stop_reason IN ('pause_turn', 'paused'))")
+
+
+@RULES.register
+class DG07AgentLimit(Rule):
+    """An agent run cut off by the caller's own limit: Claude Code ``error_max_turns`` (sub-reason ``max_turns``)
+    or ``error_max_budget_usd`` (``budget``). Not an infrastructure error (an unchanged retry ends the same way) and
+    not a decline (no policy signal): the deliverable is missing.
+
+    **Matches**: ``{"type": "result", "subtype": "error_max_turns", "is_error": true}``.
+    **Does not match**: ``"subtype": "success"``.
+    """
+
+    code, name, outcome, signal = "DG07", "agent_limit", "degraded", "agent_limit"
+    sub_reason_sql = "stop_reason"
+    groups = ("all", "degraded")
+
+    def predicate(self, cfg: Config) -> Compiled:
+        return Compiled("(stop_reason IN ('max_turns', 'budget'))")
 
 
 @RULES.register

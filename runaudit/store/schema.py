@@ -201,4 +201,20 @@ def m006_change_detection(con: Any) -> None:
                 "WHERE quarantine.rowid = o.r")
 
 
+AUDIT_VIEW_SQL_V7 = AUDIT_VIEW_SQL.replace("r.source_file, r.source_line, r.notes,",
+                                           "r.source_file, r.source_line, r.notes, r.session_id, r.cost_usd, r.turns,")
+
+
+@migration
+def m007_sessions(con: Any) -> None:
+    """Agent and gateway logs: the session a run belongs to (Claude Code session, OTel trace or conversation,
+    LiteLLM trace, llm conversation), its reported cost and its number of agent turns; ``files.cursor`` keeps
+    how far a database read as a log (simonw/llm ``logs.db``) has been read."""
+    con.execute("ALTER TABLE runs ADD COLUMN session_id VARCHAR")
+    con.execute("ALTER TABLE runs ADD COLUMN cost_usd DOUBLE")
+    con.execute("ALTER TABLE runs ADD COLUMN turns INTEGER")
+    con.execute("ALTER TABLE files ADD COLUMN cursor VARCHAR")
+    con.execute(AUDIT_VIEW_SQL_V7)
+
+
 SCHEMA_VERSION = len(MIGRATIONS)

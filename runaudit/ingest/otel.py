@@ -1,0 +1,88 @@
+"""OpenTelemetry GenAI spans from OTLP JSON (the collector's file exporter: one ``resourceSpans`` object per line).
+
+One line holds many spans. Each span is unfolded into a record of its own (shape ``otel_span``): the span with its
+attributes flattened into an object (``{"gen_ai.operation.name": "chat", ...}``, OTLP's typed ``AnyValue``
+decoded), its events likewise, and the resource's attributes and the scope. Ids written as base64 by protobuf-JSON
+exporters are turned into hex. Every GenAI inference span (``gen_ai.operation.name`` ``chat``,
+``generate_content``, ``text_completion``, or an older span with only ``gen_ai.system`` and a model) is a run, a
+part of its line (``part`` = its place in the line, from 1); other spans (HTTP, tools, agents, embeddings) are
+counted, not stored. A line with no inference span is a valid record that holds no model call.
+"""
+
+from __future__ import annotations
+
+import json
+
+# OTLP AnyValue -> JSON: strings, ints (int64 as strings in OTLP JSON), doubles, booleans, arrays of scalars;
+# a kvlist is kept as it is.
+_VALUE = ("(CASE WHEN json_exists({v}, '$.stringValue') THEN ({v})->'$.stringValue' "
+          "WHEN json_exists({v}, '$.intValue') THEN to_json(try_cast(({v})->>'$.intValue' AS HUGEINT)) "
+          "WHEN json_exists({v}, '$.doubleValue') THEN to_json(try_cast(({v})->>'$.doubleValue' AS DOUBLE)) "
+          "WHEN json_exists({v}, '$.boolValue') THEN ({v})->'$.boolValue' "
+          "WHEN json_exists({v}, '$.arrayValue') THEN to_json(list_transform("
+          "json_extract({v}, '$.arrayValue.values[*]'), lambda e: coalesce(e->'$.stringValue', "
+          "to_json(try_cast(e->>'$.intValue' AS HUGEINT)), e->'$.doubleValue', e->'$.boolValue', e))) "
+          "WHEN json_exists({v}, '$.kvlistValue') THEN ({v})->'$.kvlistValue' ELSE {v} END)")
+
+
+def attrs_sql(a: str) -> str:
+    """An OTLP attribute list (``[{key, value: AnyValue}]``) as one JSON object; a repeated key keeps its first."""
+    kv = f"list_filter(json_extract(coalesce({a}, '[]'), '$[*]'), lambda kv: kv->>'$.key' IS NOT NULL)"
+    keys = f"list_transform({kv}, lambda kv: kv->>'$.key')"
+    val = _VALUE.format(v="kv->'$.value'")
+    return (f"to_json(map_from_entries(list_transform(list_filter({kv}, lambda kv, i: "
+            f"list_position({keys}, kv->>'$.key') = i), lambda kv: {{'k': kv->>'$.key', 'v': {val}}})))")
+
+
+def _hex_id(x: str) -> str:
+    """A span or trace id: hex as it is, base64 (protobuf-JSON exporters) decoded to hex."""
+    return (f"(CASE WHEN regexp_full_match(coalesce({x}, ''), '[0-9a-fA-F]*') THEN lower({x}) "
+            f"ELSE coalesce(try(lower(hex(from_base64({x})))), {x}) END)")
+
+
+# The spans of the window's OTLP lines, each with its resource and scope, numbered within its line.
+SPANS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _otel AS
+WITH l AS (
+  SELECT line_no, byte_offset, nbytes,
+    flatten(flatten(list_transform(json_extract(line, '$.resourceSpans[*]'), lambda r:
+      list_transform(json_extract(r, '$.scopeSpans[*]'), lambda s:
+        list_transform(json_extract(s, '$.spans[*]'), lambda sp:
+          json_object('span', sp, 'resource', r->'$.resource.attributes', 'scope', s->'$.scope')))))) AS spans
+  FROM _final WHERE shape = 'otlp'
+), u AS (
+  SELECT line_no, byte_offset, nbytes, unnest(list_transform(spans, lambda x, i: {{'i': i, 'x': x}})) AS e FROM l
+), s AS (
+  SELECT line_no, byte_offset, nbytes, e.i AS part, e.x->'$.span' AS sp, e.x->'$.resource' AS res,
+         e.x->'$.scope' AS scope, {attrs_sql("e.x->'$.span.attributes'")} AS attrs
+  FROM u
+)
+SELECT line_no, byte_offset, nbytes, part,
+  coalesce(attrs->>'$."gen_ai.operation.name"' IN ('chat', 'generate_content', 'text_completion', 'completion'),
+           attrs->>'$."gen_ai.operation.name"' IS NULL
+           AND coalesce(attrs->>'$."gen_ai.system"', attrs->>'$."gen_ai.provider.name"') IS NOT NULL
+           AND coalesce(attrs->>'$."gen_ai.request.model"', attrs->>'$."gen_ai.response.model"') IS NOT NULL
+           AND coalesce(attrs->>'$."llm.request.type"', 'chat') IN ('chat', 'completion'), false) AS is_call,
+  json_object('otel_span', json_object(
+      'trace_id', {_hex_id("sp->>'$.traceId'")}, 'span_id', {_hex_id("sp->>'$.spanId'")},
+      'parent_span_id', {_hex_id("sp->>'$.parentSpanId'")}, 'name', sp->'$.name', 'kind', sp->'$.kind',
+      'start_time_unix_nano', sp->>'$.startTimeUnixNano', 'end_time_unix_nano', sp->>'$.endTimeUnixNano',
+      'status', sp->'$.status', 'attributes', attrs,
+      'events', to_json(list_transform(json_extract(sp, '$.events[*]'), lambda ev: json_object(
+          'name', ev->'$.name', 'time_unix_nano', ev->>'$.timeUnixNano',
+          'attributes', {attrs_sql("ev->'$.attributes'")})))),
+    'resource', {attrs_sql('res')}, 'scope', scope)::VARCHAR AS line
+FROM s
+"""
+
+# The span records to parse (the parse's input columns, with ``part``).
+CHUNK_SQL = """
+CREATE OR REPLACE TEMP TABLE _chunk AS
+SELECT line_no, part, byte_offset, line, false AS bad_utf8, false AS too_long, nbytes AS orig_len, false AS padded
+FROM _otel WHERE is_call
+"""
+
+# What the record mapping reads from a span (the ``otel_span`` object).
+SPAN_SPEC = json.dumps({"trace_id": "VARCHAR", "span_id": "VARCHAR", "name": "VARCHAR",
+                        "start_time_unix_nano": "VARCHAR", "end_time_unix_nano": "VARCHAR",
+                        "status": {"code": "VARCHAR", "message": "VARCHAR"}, "attributes": "JSON", "events": "JSON"})
