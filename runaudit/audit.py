@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from runaudit.errors import StoreError, UsageError
+from runaudit.errors import StateError
 from runaudit.store import Store
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def require_classified(store: Store) -> str:
     """The current ruleset, or a clear error when nothing was classified yet."""
     rs = store.get_meta("current_ruleset")
     if not rs:
-        raise StoreError(f"{store.path} has no classification yet", hint="run `runaudit audit` first")
+        raise StateError(f"{store.path} has no classification yet", hint="run `runaudit audit` first")
     return rs
 
 
@@ -98,7 +98,10 @@ def summary(store: Store, since: dt.date | None = None, until: dt.date | None = 
 
 FLAGS_SQL = """
 SELECT run_id, task_id, ts, reported_status, outcome, sub_reason, signal, rule_code, refusal_score,
-       source_file, source_line, rid
+       source_file, source_line, rid, reported_source, http_status,
+       -- what came back, for a glance: the refusal, the reply, the error or the tool payload
+       left(coalesce(nullif(trim(refusal_text), ''), nullif(trim(response_text), ''), error_message,
+                     nullif(tool_payload, '[]')), 200) AS returned
 FROM audit_runs WHERE false_success AND {where}
 ORDER BY ts, rid
 """
@@ -140,7 +143,8 @@ def borderline(store: Store, low: float, high: float, task: str | None = None,
 DIFF_SQL = """
 SELECT r.rid, r.run_id, r.task_id, r.ts,
        o.outcome AS old_outcome, o.rule_code AS old_rule, n.outcome AS new_outcome, n.rule_code AS new_rule,
-       n.sub_reason AS new_sub_reason, o.refusal_score AS old_score, n.refusal_score AS new_score
+       o.sub_reason AS old_sub_reason, n.sub_reason AS new_sub_reason, o.refusal_score AS old_score,
+       n.refusal_score AS new_score, o.done_failures AS old_done_failures, n.done_failures AS new_done_failures
 FROM classifications n
 JOIN classifications o ON o.rid = n.rid AND o.ruleset = ?
 JOIN runs r ON r.rid = n.rid
@@ -153,7 +157,7 @@ def ruleset_diff(store: Store) -> tuple[str, str, pl.DataFrame]:
     """Runs whose outcome or deciding rule changed between the last two rulesets."""
     rows = store.rows("SELECT ruleset FROM rulesets ORDER BY seq DESC LIMIT 2")
     if len(rows) < 2:
-        raise UsageError("only one ruleset has been used so far: nothing to compare",
+        raise StateError("only one ruleset has been used so far: nothing to compare",
                          hint="change runaudit.toml (or upgrade runaudit) and run `runaudit audit` again")
     new, old = rows[0][0], rows[1][0]
     return old, new, store.query(DIFF_SQL, [old, new])

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     STORE = 4  # database missing, locked, corrupt or from a newer runaudit
     JUDGE = 5  # the LLM judge could not run (no key, API failure)
     OUTPUT = 6  # an output folder or file cannot be written (report, review export)
+    STATE = 7  # nothing to act on yet: no second ruleset to compare, nothing classified, no such review item
     INTERNAL = 70  # a bug in runaudit: reported without a traceback, please file it
     INTERRUPT = 130
 
@@ -69,10 +70,14 @@ class StoreBusyError(StoreError):
     """Another process holds the database's write lock."""
 
 
-class ReviewStateError(RunauditError):
-    """A review action refers to a key that does not exist or an invalid verdict."""
+class StateError(RunauditError):
+    """The request is valid but the database holds nothing to act on yet (one ruleset only, nothing classified)."""
 
-    exit_code = ExitCode.USAGE
+    exit_code = ExitCode.STATE
+
+
+class ReviewStateError(StateError):
+    """A review action refers to a key that no queued item has (or that several share)."""
 
 
 class OutputError(RunauditError):

@@ -87,8 +87,8 @@ def status_counts(store: Store) -> dict[str, int]:
 
 def _resolve_key(store: Store, key: str) -> str:
     k = key.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{6,16}", k):
-        raise ReviewStateError(f"{key!r} is not a review key (16 hex characters, or a unique prefix of 6 or more)")
+    if not re.fullmatch(r"[0-9a-f]{4,16}", k):
+        raise UsageError(f"{key!r} is not a review key (16 hex characters, or a unique prefix of 4 or more)")
     rows = store.rows("SELECT DISTINCT idem_key FROM audit_runs WHERE idem_key LIKE ? || '%' "
                       "AND rule_outcome IN ('declined', 'degraded')", [k])
     if not rows:
@@ -101,7 +101,7 @@ def _resolve_key(store: Store, key: str) -> str:
 def resolve(store: Store, key: str, verdict: str, note: str | None = None, reviewer: str | None = None) -> str:
     """Store a person's verdict for ``key`` (``confirmed``, ``false-positive``, or ``open`` to clear it)."""
     if verdict not in (*VERDICTS, "open"):
-        raise ReviewStateError(f"verdict must be confirmed, false-positive or open, not {verdict!r}")
+        raise UsageError(f"verdict must be confirmed, false-positive or open, not {verdict!r}")
     require_classified(store)
     full = _resolve_key(store, key)
     with store.transaction():

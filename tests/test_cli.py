@@ -10,13 +10,16 @@ import pytest
 from tests.conftest import SAMPLE_LOGS, flat, write_jsonl
 
 COMMANDS = [["ingest"], ["audit"], ["flags"], ["diff"], ["rules"], ["rules", "list"], ["rules", "explain"],
-            ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"], ["report"], ["judge"]]
+            ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"], ["report"], ["judge"],
+            ["quarantine"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
 def test_help(invoke, cmd: list[str]) -> None:  # type: ignore[no-untyped-def]
     res = invoke([*cmd, "--help"])
     assert "Usage" in res.stdout
+    # flags read as flags (no "<bool>"), and bracketed config sections survive (no markup eaten)
+    assert "<bool>" not in res.stdout
 
 
 def test_ingest_json_counts(invoke, tmp_path: Path, db_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -135,3 +138,25 @@ def test_the_config_is_remembered_and_named(invoke, tmp_path: Path) -> None:  # 
     (tmp_path / "runaudit.toml").write_text("[classify]\nrefusal_threshold = 0.6\n")
     third = json.loads(invoke(["audit", "--db", db, "--json"]).stdout)
     assert third["config"] == str((tmp_path / "runaudit.toml").absolute()) and third["ruleset"] != first["ruleset"]
+
+
+def test_new_user_walk_states_and_inputs(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "t.duckdb"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    invoke(["audit", empty, "--db", db], code=3, stderr_has=f"no log files under {empty}")
+    invoke(["audit", tmp_path / "nonexistent", "--db", db], code=3, stderr_has="does not exist")
+    assert not db.exists()  # a failed first audit leaves no empty database behind
+    log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1"), "not json at all"])
+    invoke(["audit", "--db", log], code=4, stderr_has="not a DuckDB database: it looks like a log file")
+    assert log.read_text().startswith("{")  # untouched
+    invoke(["flags", "--db", db], code=4)  # no database yet
+    invoke(["ingest", log, "--db", db])
+    invoke(["flags", "--db", db], code=7, stderr_has="no classification yet")
+    invoke(["audit", "--db", db], stdout_has="runaudit quarantine")
+    invoke(["diff", "--db", db], code=7, stderr_has="nothing to compare")
+    out = invoke(["quarantine", "--db", db]).stdout
+    assert "a.jsonl:2  not_json" in out and "not json at all" in out and "1 quarantined line(s)" in out
+    assert json.loads(invoke(["quarantine", "--db", db, "--json"]).stdout)["total"] == 1
+    explain = invoke(["rules", "explain", "DE01"]).stdout
+    assert "``" not in explain and "**" not in explain and "Matches:" in explain

@@ -11,7 +11,7 @@ import pytest
 from runaudit.audit import summary
 from runaudit.classify import classify
 from runaudit.config import Config, parse_config
-from runaudit.errors import ReviewStateError
+from runaudit.errors import ReviewStateError, UsageError
 from runaudit.ingest import ingest
 from runaudit.review import export_queue, resolve, review_queue
 from runaudit.store import Store
@@ -122,8 +122,12 @@ def test_resolve_rejects_unknown_keys_and_verdicts(store: Store, tmp_path: Path)
     classify(store, Config())
     with pytest.raises(ReviewStateError, match="no queued run"):
         resolve(store, "ffffffffffffffff", "confirmed")
-    with pytest.raises(ReviewStateError, match="verdict"):
+    with pytest.raises(UsageError, match="verdict"):
         resolve(store, review_queue(store)["key"][0], "maybe")
+    with pytest.raises(UsageError, match="not a review key"):
+        resolve(store, "abc", "confirmed")
+    key = review_queue(store)["key"][0]
+    assert resolve(store, key[:4], "confirmed") == key  # a unique 4-character prefix is enough
 
 
 def test_cli_review_flow(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -12,16 +12,16 @@ import typer
 
 from runaudit.cli import app, guarded
 from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, progress_bar, say_waiting
-from runaudit.errors import ExitCode, InputFormatError, UsageError
+from runaudit.errors import ExitCode, UsageError
 from runaudit.redact import for_csv, for_terminal
 
 FAIL_ON = ("false-success", "ok", "infra_error", "declined", "degraded")
 
 
-def _run_ingest(store: Any, paths: list[Path], cfg: Any, show_progress: bool) -> Any:
-    from runaudit.ingest import discover, ingest
+def _run_ingest(store: Any, files: list[str], cfg: Any, show_progress: bool) -> Any:
+    """Ingest ``files`` (already checked with ``log_files``), with a progress bar on a terminal."""
+    from runaudit.ingest import ingest
 
-    files = discover(paths)
     total = 0
     for f in files:
         try:
@@ -44,7 +44,8 @@ def _report_ingest_errors(res: Any) -> None:
 @app.command()
 @guarded
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="Log files or folders (*.jsonl, *.ndjson, and .gz)."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Log files or folders (*.jsonl, *.ndjson, *.json and their .gz, llm logs.db)."),
     db: Path | None = DB_OPT,
     config: Path | None = CONFIG_OPT,
     as_json: bool = JSON_OPT,
@@ -52,11 +53,13 @@ def ingest(
 ) -> None:
     """Ingest JSONL logs into the DuckDB file: incremental, lossless (bad lines are quarantined)."""
     from runaudit.config import config_for
+    from runaudit.ingest import log_files
     from runaudit.store import Store
 
+    files = log_files(paths)  # before the database is created: a bad path leaves none behind
     with Store.open(db, wait=wait, on_wait=say_waiting) as store:
         cfg = config_for(store, config, store.path)
-        res = _run_ingest(store, paths, cfg, not as_json)
+        res = _run_ingest(store, files, cfg, not as_json)
     if as_json:
         echo_json(res.as_dict())
     else:
@@ -98,6 +101,7 @@ def audit(
     from runaudit.audit import summary
     from runaudit.classify import classify
     from runaudit.config import config_for, describe
+    from runaudit.ingest import log_files
     from runaudit.store import Store
 
     kinds = [k.replace("-", "_") if k != "false-success" else k for k in (fail_on or [])]
@@ -105,10 +109,11 @@ def audit(
     if bad:
         raise UsageError(f"--fail-on {bad[0]!r} is not one of: {', '.join(FAIL_ON)}")
     ingest_res = None
+    files = log_files(paths) if paths else []  # before the database is created: a bad path leaves none behind
     with Store.open(db, wait=wait, create=bool(paths), on_wait=say_waiting) as store:
         cfg = config_for(store, config, store.path)
-        if paths:
-            ingest_res = _run_ingest(store, paths, cfg, not as_json)
+        if files:
+            ingest_res = _run_ingest(store, files, cfg, not as_json)
         cres = classify(store, cfg)
         if week or since or until:
             from runaudit.cli.report_cmd import parse_date
@@ -137,7 +142,7 @@ def audit(
             typer.echo(f"declined runs awaiting a person: {summ['awaiting_review']} run(s) in "
                        f"{summ['awaiting_review_items']} review item(s)   (runaudit review list)")
         if summ["quarantined"]:
-            typer.echo(f"quarantined lines: {summ['quarantined']}")
+            typer.echo(f"quarantined lines: {summ['quarantined']}   (see them: runaudit quarantine)")
         if ingest_res is not None and ingest_res.held:
             typer.echo(f"held back: {ingest_res.held} line(s) still being written (read when complete or once the "
                        "file has been quiet for [ingest] settle_seconds)")
@@ -199,9 +204,15 @@ def flags(
             return
         for r in df.iter_rows(named=True):
             where = f"{os.path.basename(r['source_file'] or '')}:{r['source_line']}"
+            # a run whose pipeline logged no status counts as reported success by its HTTP status
+            said = (for_terminal(r["reported_status"]) if r["reported_status"] is not None
+                    else f"http {r['http_status']}" if r["http_status"] is not None else "no error logged")
+            snippet = for_terminal(" ".join(str(r["returned"] or "").split()))[:80]
             typer.echo(f"{str(r['ts'])[:19]}  {for_terminal(r['task_id'])}  "
-                       f"reported={for_terminal(r['reported_status'])}  -> {r['outcome']} "
+                       f"reported={said}  -> {r['outcome']} "
                        f"({for_terminal(r['sub_reason'])}; {r['rule_code']} {r['signal']})  {for_terminal(where)}")
+            if snippet:
+                typer.echo(f"    returned: {snippet}")
         typer.echo(f"{df.height} run(s)")
 
 
@@ -218,9 +229,46 @@ def diff(db: Path | None = DB_OPT, as_json: bool = JSON_OPT, wait: float = WAIT_
         echo_json({"old_ruleset": old, "new_ruleset": new, "changed": df.to_dicts()})
         return
     typer.echo(f"ruleset {old} -> {new}: {df.height} run(s) changed")
+
+    def why(rule: str, sub: str | None, done: list[str] | None) -> str:
+        # which done-conditions failed (DN codes), else the sub-reason; an ok run has none to show
+        detail = ",".join(done or []) or (for_terminal(sub) if sub else "")
+        return f"{rule}: {detail}" if detail else rule
+
     for r in df.iter_rows(named=True):
         typer.echo(f"  {for_terminal(r['run_id'] or r['rid'])}  {for_terminal(r['task_id'])}  {r['old_outcome']} "
-                   f"({r['old_rule']}) -> {r['new_outcome']} ({r['new_rule']}: {for_terminal(r['new_sub_reason'])})")
+                   f"({why(r['old_rule'], r['old_sub_reason'], r['old_done_failures'])}) -> {r['new_outcome']} "
+                   f"({why(r['new_rule'], r['new_sub_reason'], r['new_done_failures'])})")
+
+
+@app.command()
+@guarded
+def quarantine(
+    file: str | None = typer.Option(None, "--file", help="Only lines from files whose path contains this text."),
+    limit: int = typer.Option(50, "--limit", help="Show at most this many lines (0: all)."),
+    db: Path | None = DB_OPT, as_json: bool = JSON_OPT, wait: float = WAIT_OPT,
+) -> None:
+    """Lines that were not ingested as runs, with their file, line, reason and first bytes."""
+    from runaudit.store import Store
+
+    sql = ("SELECT source_file, source_line, source_offset, reason, detail, left(raw, 200) AS start, raw_bytes "
+           "FROM quarantine WHERE (? IS NULL OR contains(source_file, ?)) ORDER BY source_file, source_line")
+    with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
+        total = int(store.scalar("SELECT count(*) FROM quarantine WHERE (? IS NULL OR contains(source_file, ?))",
+                                 [file, file]))
+        df = store.query(sql + (f" LIMIT {int(limit)}" if limit > 0 else ""), [file, file])
+    if as_json:
+        echo_json({"total": total, "lines": df.to_dicts()})
+        return
+    if total == 0:
+        typer.echo("no quarantined lines")
+        return
+    for r in df.iter_rows(named=True):
+        start = for_terminal(" ".join(str(r["start"] or "").split()))[:100]
+        typer.echo(f"{for_terminal(r['source_file'])}:{r['source_line']}  {r['reason']}: {for_terminal(r['detail'])}")
+        typer.echo(f"    {start}")
+    more = f" (showing {df.height}; --limit 0 for all)" if df.height < total else ""
+    typer.echo(f"{total} quarantined line(s){more}")
 
 
 rules_app = typer.Typer(help="Show the classification rules.", no_args_is_help=True)
@@ -249,13 +297,14 @@ def rules_list(as_json: bool = JSON_OPT) -> None:
 @guarded
 def rules_explain(code: str = typer.Argument(..., help="A rule code, e.g. DE10 or DN04.")) -> None:
     """The full description of one rule: what it matches and what it does not."""
+    from runaudit.rules.base import plain
     from runaudit.rules.done import DONE_RULES
     from runaudit.rules.outcome import RULES
 
     for d in DONE_RULES:
         if d.code.lower() == code.lower():
             typer.echo(f"{d.code} {d.key} -> degraded (via DN00)\n\n{d.description}\n\n"
-                       f"**Matches**: {d.matches}\n**Does not match**: {d.does_not_match}\n\n"
+                       f"Matches: {plain(d.matches)}\nDoes not match: {plain(d.does_not_match)}\n\n"
                        f"Configure in runaudit.toml: [done] {d.key} = … or [done.tasks.\"GLOB\"] {d.key} = …")
             return
     r = RULES.get(code)
@@ -267,9 +316,3 @@ def rules_explain(code: str = typer.Argument(..., help="A rule code, e.g. DE10 o
         typer.echo(f"\nEvidence (weight; bias {BIAS}):")
         for f in FEATURES:
             typer.echo(f"  {f.weight:+.1f}  {f.name}: {f.doc}")
-
-
-def _check_paths(paths: list[Path]) -> None:
-    for p in paths:
-        if not p.exists():
-            raise InputFormatError(f"input path {p} does not exist")

@@ -14,7 +14,7 @@ DB_OPT = typer.Option(None, "--db", help="DuckDB file (default: $RUNAUDIT_DB or 
                       show_default=False)
 CONFIG_OPT = typer.Option(None, "--config", help="TOML config (default: ./runaudit.toml if present).",
                           exists=False, show_default=False)
-JSON_OPT = typer.Option(False, "--json", help="Print one JSON object instead of text.")
+JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of text (an object; a list for listings).")
 WAIT_OPT = typer.Option(30.0, "--wait", help="Seconds to wait for another runaudit process holding the database.")
 
 

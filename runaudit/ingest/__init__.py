@@ -122,6 +122,19 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return out
 
 
+def log_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The log files under ``paths`` (see :func:`discover`); raises :class:`InputFormatError`, naming the paths,
+    when a path does not exist or none holds a log file. Callers check their inputs with it before they create
+    a database, so that a bad path leaves no empty database behind."""
+    paths = list(paths)
+    files = discover(paths)
+    if not files:
+        raise InputFormatError(f"no log files under {', '.join(str(p) for p in paths) or '(no path given)'}",
+                               hint="runaudit reads *.jsonl, *.ndjson, *.json, their .gz and llm's logs.db "
+                                    "(name a file to read any suffix)")
+    return files
+
+
 def _map_exprs(cfg: Config) -> tuple[dict[str, str], list[str]]:
     """SQL overrides for ``[ingest.map]`` fields, with the JSON paths as bound parameters."""
     exprs: dict[str, str] = {}
@@ -620,11 +633,7 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     other files still ingest; the caller decides the exit code.
     """
     cfg = cfg or Config()
-    paths = list(paths)
-    files = discover(paths)
-    if not files:
-        raise InputFormatError(f"no log files under {', '.join(str(p) for p in paths)}",
-                               hint="runaudit reads *.jsonl, *.ndjson and their .gz (name a file to read any suffix)")
+    files = log_files(paths)
     t0 = time.perf_counter()
     result = IngestResult(files=len(files))
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from runaudit.audit import OUTCOME_COUNTS, require_classified, summary
 from runaudit.config import Config
-from runaudit.errors import UsageError
+from runaudit.errors import StateError, UsageError
 from runaudit.store import Store
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def resolve_window(store: Store, week: str | None = None, since: dt.date | None 
         return week_window(int(m.group(1)), int(m.group(2)))
     latest = store.scalar("SELECT max(ts) FROM audit_runs")
     if latest is None:
-        raise UsageError("no classified runs with a time: nothing to report")
+        raise StateError("no classified runs with a time: nothing to report",
+                         hint="run `runaudit audit PATH` first")
     y, w, _ = latest.date().isocalendar()
     return week_window(y, w)
 

@@ -10,6 +10,7 @@ all enabled rules into one ``CASE WHEN`` in priority order, so a run gets the fi
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,14 +50,19 @@ class Rule:
 
     @classmethod
     def description(cls) -> str:
-        """The first paragraph of the docstring, on one line."""
+        """The first paragraph of the docstring, on one line, as plain text."""
         first = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0]
-        return " ".join(first.split())
+        return plain(" ".join(first.split()))
 
     @classmethod
     def doc(cls) -> str:
-        """The full docstring."""
-        return inspect.cleandoc(cls.__doc__ or "")
+        """The full docstring, as plain text for a terminal."""
+        return plain(inspect.cleandoc(cls.__doc__ or ""))
+
+
+def plain(text: str) -> str:
+    """Docstring markup (``code``, **bold**) removed, for a terminal or JSON."""
+    return re.sub(r"\*\*(.+?)\*\*", r"\1", text.replace("``", ""))
 
 
 class RuleSet:

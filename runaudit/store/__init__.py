@@ -52,6 +52,22 @@ def _open_error(path: str, msg: str) -> StoreError:
                            "then pass another --db to start a new one")
 
 
+def _check_is_duckdb(fp: Path) -> None:
+    """Refuse an existing file that is not a DuckDB database (a log passed as --db) before DuckDB reads it."""
+    try:
+        if not fp.is_file() or fp.stat().st_size == 0:
+            return
+        with open(fp, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return  # DuckDB reports what is wrong with it
+    if head[8:12] != b"DUCK":
+        log = fp.name.lower().endswith((".jsonl", ".ndjson", ".json", ".gz", ".db"))
+        raise StoreError(f"{fp} is not a DuckDB database" + (": it looks like a log file" if log else ""),
+                         hint=f"pass logs as paths (runaudit audit {fp}) and --db for the database file"
+                         if log else "pass another --db path")
+
+
 class Store:
     """An open runaudit database.
 
@@ -88,6 +104,7 @@ class Store:
             if not fp.exists() and not fp.absolute().parent.is_dir():
                 raise StoreError(f"cannot create database {p}: folder {fp.absolute().parent} does not exist",
                                  hint="create the folder first, or pass another --db path")
+            _check_is_duckdb(fp)
         deadline = time.monotonic() + max(wait, 0.0)
         delay = 0.05
         while True:
