@@ -35,7 +35,14 @@ def main() -> None:
     ap.add_argument("--errors", type=int, default=0, help="print N false positives and N false negatives")
     a = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
-    files = a.files or sorted(glob.glob(os.path.join(here, "..", "..", "shared", "data", "*", "*.jsonl")))
+    data_dir = os.path.normpath(os.path.join(here, "..", "..", "shared", "data"))
+    files = a.files or sorted(glob.glob(os.path.join(data_dir, "*", "*.jsonl")))
+    if not files:
+        sys.exit(f"error: no labelled data: {data_dir} holds no */*.jsonl files "
+                 "(pass labelled JSONL files with prompt, response and label fields as arguments)")
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        sys.exit(f"error: {missing[0]} does not exist")
     con = duckdb.connect()
     print(f"{'file':28} {'n':>4} | {'P':>5} {'R':>5} {'F1':>5} (partial left out) | "
           f"F1 partial=refusal | F1 partial=compliance")

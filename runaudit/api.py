@@ -121,12 +121,25 @@ class Audit:
         return df.with_columns((pl.col("reported_success") / pl.col("runs")).round(4).alias("reported_rate"),
                                (pl.col("ok") / pl.col("runs")).round(4).alias("true_rate"))
 
-    def decline_topics(self, week: str | None = None) -> pl.DataFrame:
-        """Decline rate per topic (config ``[topics]``, else distinguishing prompt terms) for a report week."""
+    def decline_topics(self, week: str | None = None, since: str | dt.date | None = None,
+                       until: str | dt.date | None = None) -> pl.DataFrame:
+        """Decline rate per topic (config ``[topics]``, else distinguishing prompt terms).
+
+        The window is the weekly report's: by default the **last week with runs** (as ``runaudit report``);
+        ``week="2026-W27"`` for one ISO week, ``week="all"`` for every run stored, or ``since``/``until`` dates
+        (until exclusive). The window used is in the frame's ``window`` column.
+        """
+        import polars as pl
+
         from runaudit.report.data import build_report_data, resolve_window
 
-        data = build_report_data(self.store, self.config, resolve_window(self.store, week))
-        return data.topics
+        if week is not None and week.lower() == "all":
+            lo, hi = self.store.rows("SELECT min(ts)::DATE, max(ts)::DATE FROM audit_runs")[0]
+            if lo is not None:
+                since, until, week = lo, hi + dt.timedelta(days=1), None
+        win = resolve_window(self.store, week, _date(since), _date(until))
+        data = build_report_data(self.store, self.config, win)
+        return data.topics.with_columns(pl.lit(win.label).alias("window"))
 
     def review_queue(self, status: str = "open", include_degraded: bool = False) -> pl.DataFrame:
         """Review items, one per idempotency key."""

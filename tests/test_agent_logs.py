@@ -527,3 +527,19 @@ def test_litellm_failure_class_from_error_str(store: Store, tmp_path: Path) -> N
     rec = litellm("failure", None, error_str="litellm.Timeout: Connection timed out after 600.0 seconds.")
     _, rows = audit(store, write(tmp_path / "ll.jsonl", [rec]))
     assert (rows[0]["error_type"], rows[0]["rule_code"]) == ("Timeout", "IN03")
+
+
+def test_transcript_being_written_is_held_until_its_reply_ends(store: Store, tmp_path: Path) -> None:
+    p = tmp_path / "live.jsonl"
+    head = [tx("user", "u1", None, "Fix the lint errors."), tx("assistant", "a1", "u1", [tool_use()])]
+    head[1]["message"]["stop_reason"] = "tool_use"
+    p.write_text("".join(json.dumps(x) + "\n" for x in head), encoding="utf-8")  # fresh: still being written
+    res = ingest(store, [p])
+    assert (res.runs_added, res.held) == (0, 2)
+    done = tx("assistant", "a2", "a1", [text("Fixed 3 files.")])
+    done["message"]["stop_reason"] = "end_turn"
+    with p.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(done) + "\n")
+    res = ingest(store, [p])
+    assert (res.runs_added, res.held, res.quarantined) == (1, 0, 0)
+    assert store.scalar("SELECT response_text FROM runs") == "Fixed 3 files."

@@ -17,7 +17,9 @@ def test_notebook_is_stored_without_outputs() -> None:
 
 
 @pytest.mark.slow
-def test_notebook_executes(tmp_path: Path) -> None:
+def test_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the sample branch, whatever runaudit.duckdb a developer has in the repository root
+    monkeypatch.setenv("RUNAUDIT_NOTEBOOK_SAMPLE", "1")
     nb = nbformat.read(NB, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NB.parent)}})
@@ -27,3 +29,4 @@ def test_notebook_executes(tmp_path: Path) -> None:
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "runs ingested" in text and "falsely-marked-success runs" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert "returned" in text and "not_json" in text  # the flagged responses and the quarantine cells ran

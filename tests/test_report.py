@@ -172,3 +172,15 @@ def test_term_sample_is_the_same_on_every_run(tmp_path: Path, monkeypatch: pytes
     assert first.height > 0 and first.equals(second)
     # 50 of the 120 prompts were read: every count comes from the sample
     assert int(first["runs"].sum()) <= 50
+
+
+def test_natural_month_does_not_hide_handle_by_hand(sample_store: Store, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from runaudit.report.data import build_report_data
+
+    cfg = load_config(REPO / "sample_logs" / "runaudit.toml")
+    # June 2026 ends in ISO week 27, which has no runs: the last two weeks *with runs* decide
+    win = resolve_window(sample_store, None, dt.date(2026, 6, 1), dt.date(2026, 7, 1))
+    data = build_report_data(sample_store, cfg, win)
+    assert data.hand.height > 0 and "support-reply" in data.hand["name"].to_list()

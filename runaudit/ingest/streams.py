@@ -115,7 +115,7 @@ SELECT min(start_line), min(start_off) FROM (
   SELECT sid, fam, min(line_no) AS start_line, min(byte_offset) AS start_off, max(line_no) AS end_line,
          bool_or(ev_type IN ('message_stop', 'error', 'response.completed', 'response.incomplete',
                              'response.failed', 'response.error', 'bedrock.metadata', 'bedrock.exception',
-                             'claude.result')) AS ended,
+                             'claude.result')) OR __TX_ENDED__ AS ended,
          max(CASE WHEN fam IN ('anthropic', 'responses', 'bedrock') THEN start_line END) OVER (PARTITION BY fam)
              AS last_start
   FROM (SELECT *, min(line_no) OVER (PARTITION BY sid) AS start_line FROM _ev)
@@ -126,6 +126,13 @@ WHERE (fam IN ('anthropic', 'responses', 'bedrock') AND start_line = last_start 
    -- a Claude Code turn without its result yet, or a transcript, active near the window's end
    OR (fam IN ('claude', 'transcript') AND NOT ended AND end_line > $last_line - $recent)
 """
+
+# A transcript has no end line: it is taken as finished when its last assistant entry ends a reply (a final stop
+# reason, as Claude Code's own reader decides); a session resumed later adds a run for the added part.
+_TX_ENDED = ("coalesce(arg_max(json_extract_string(line, '$.message.stop_reason'), line_no) FILTER (WHERE fam = "
+             "'transcript' AND json_extract_string(line, '$.type') = 'assistant') IN ('end_turn', 'stop_sequence', "
+             "'refusal', 'max_tokens'), false)")
+OPEN_STREAMS_SQL = OPEN_STREAMS_SQL.replace("__TX_ENDED__", _TX_ENDED)
 
 # At the end of a file that may still be written: streams that have not ended and were active near the end of
 # the file (their last event within the last HOLD_RECENT lines) are held back until they end or the file is
@@ -142,11 +149,11 @@ SELECT min(start_line), min(start_off) FROM (
             OR (fam = 'gemini' AND (coalesce(json_extract_string(line, '$.candidates[0].finishReason'),
                                              json_extract_string(line, '$.candidates[0].finish_reason')) IS NOT NULL
                                     OR json_exists(line, '$.promptFeedback') OR json_exists(line, '$.prompt_feedback')
-                                    OR json_exists(line, '$.error')))) AS ended
+                                    OR json_exists(line, '$.error')))) OR __TX_ENDED__ AS ended
   FROM _ev GROUP BY sid
 )
 WHERE NOT ended AND end_line > $last_line - $recent
-"""
+""".replace("__TX_ENDED__", _TX_ENDED)
 
 # One assembled response per stream, as a line for the normal parse.
 ASSEMBLE_SQL = """

@@ -65,7 +65,7 @@ def success_rate_chart(data: ReportData, path: Path) -> Path:
             label="true (outcome ok)")
     ax.fill_between(range(len(weeks)), [v or 0 for v in true], [v or 0 for v in rep], color="#ef9a9a", alpha=0.35,
                     label="falsely marked success")
-    ax.set_ylim(-2, 108)
+    ax.set_ylim(-6, 112)
     ax.set_ylabel("success rate (%)")
     ax.set_title("Success rate per week: reported vs true")
     ax.grid(alpha=0.3)
@@ -121,16 +121,22 @@ def task_chart(data: ReportData, path: Path, top: int = 12) -> Path:
     names = [label(r["task_id"]) for r in rows]
     rep = [r["reported_success"] / r["runs"] * 100 if r["runs"] else 0 for r in rows]
     true = [r["ok"] / r["runs"] * 100 if r["runs"] else 0 for r in rows]
-    fig, ax = plt.subplots(figsize=(8, max(2.4, 0.42 * len(rows) + 1)), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, max(2.8, 0.42 * len(rows) + 1.6)), dpi=100)
     y = list(range(len(rows)))
     ax.barh([v + 0.2 for v in y], rep, height=0.4, color=COLORS["reported"], label="reported")
     ax.barh([v - 0.2 for v in y], true, height=0.4, color=COLORS["true"], label="true")
+    # every bar gets its value written at its end, so a 0% bar is still seen (as "0%")
+    for v, r, tr in zip(y, rep, true, strict=True):
+        ax.text(r + 1, v + 0.2, f"{r:.0f}%", va="center", fontsize=7)
+        ax.text(tr + 1, v - 0.2, f"{tr:.0f}%", va="center", fontsize=7)
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 105)
+    ax.set_xlim(0, 112)
     ax.set_xlabel("success rate (%)")
     ax.set_title(f"Success rate per task, {data.window.label}")
-    ax.legend(fontsize=8, loc="lower right")
+    # below the axes: inside, it would cover a bar
+    ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.5 / fig.get_figheight()),
+              frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
@@ -145,15 +151,18 @@ def topic_chart(data: ReportData, path: Path, top: int = 6) -> Path:
     names = data.topics.head(top)["topic"].to_list() if data.topics.height else []
     for name in names:
         sub = {r["week"]: r for r in data.topic_weeks.filter(data.topic_weeks["topic"] == name).iter_rows(named=True)}
-        vals = [sub[w]["declined"] / sub[w]["runs"] * 100 if w in sub and sub[w]["runs"] else float("nan")
+        # topics at the same rate (often 100%) would hide each other: each line is drawn a little apart
+        dodge = (names.index(name) - (len(names) - 1) / 2) * 3.0
+        vals = [sub[w]["declined"] / sub[w]["runs"] * 100 + dodge if w in sub and sub[w]["runs"] else float("nan")
                 for w in data.weeks]
         ax.plot(data.weeks, vals, marker="osD^v<>"[names.index(name) % 7], markersize=7 - names.index(name) % 3,
                 label=label(name, 24))
     ax.axhline(data.config["hand_threshold"] * 100, color="#c62828", linestyle="--", linewidth=1,
                label="hand-over threshold")
-    ax.set_ylim(-2, 108)
+    ax.set_ylim(-6, 112)
     ax.set_ylabel("decline rate (%)")
-    ax.set_title("Decline rate per topic per week")
+    ax.set_title("Decline rate per topic per week (lines drawn slightly apart so equal rates stay visible)",
+                 fontsize=9)
     # below the axes: lines may sit anywhere, including on top of each other at 100%
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)

@@ -290,7 +290,10 @@ def _hand(task_weeks: pl.DataFrame, topic_weeks: pl.DataFrame, weeks: list[str],
     """Tasks and topics whose decline rate stayed at or above the threshold in each of the last hand_weeks."""
     import polars as pl
 
-    recent = weeks[-cfg.hand_weeks:]
+    # the last weeks that have runs: a window ending on a week with no runs yet (a natural month ending on a
+    # Monday) must not hide what the weeks before it show
+    active = set(task_weeks["week"].to_list()) if task_weeks.height else set()
+    recent = [w for w in weeks if w in active][-cfg.hand_weeks:]
     out = []
     for kind, df, key in (("task", task_weeks, "task_id"), ("topic", topic_weeks, "topic")):
         if df.height == 0:

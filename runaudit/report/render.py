@@ -274,7 +274,7 @@ body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em
 padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 .meta{color:#666;margin:0}table{border-collapse:collapse;margin:.6em 0;font-size:13px}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;max-width:420px;overflow-wrap:anywhere}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;max-width:420px;overflow-wrap:break-word}
 th{background:#f5f5f5}tr:nth-child(even) td{background:#fafafa}img{max-width:100%;margin:.4em 0;display:block}
 code{background:#f2f2f2;padding:1px 4px;border-radius:3px}
 """
