@@ -34,6 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench.realistic import infra_failure  # noqa: E402
+
 WORDS = ("the pipeline summary report data analysis customer order shipment weekly metrics growth revenue "
          "incident server latency refund account invoice billing release deploy migration cache queue").split()
 
@@ -60,14 +62,8 @@ def generate(path: str, n: int, seed: int = 7) -> None:
                    "status": "success", "latency_ms": rng.randint(300, 9000),
                    "usage": {"input_tokens": rng.randint(200, 900), "output_tokens": rng.randint(50, 800)},
                    "error": None}
-            if r < 0.05:
-                rec.update(http_status=529, text=None, stop_reason=None, status="failed",
-                           error={"type": "overloaded_error", "message": "Overloaded"})
-            elif r < 0.07:
-                rec.update(http_status=429, text=None, stop_reason=None, status="failed",
-                           error={"type": "rate_limit_error"})
-            elif r < 0.08:
-                rec.update(http_status=None, text=None, stop_reason=None, status="failed", error="ReadTimeout")
+            if infra_failure(rec, r):
+                pass
             elif r < 0.11:
                 rec.update(stop_reason="refusal", text="")
             elif r < 0.15:

@@ -25,6 +25,10 @@ from runaudit.rules.refusal import DETECTOR_VERSION, capability_sql, score_sql
 from runaudit.store import Store
 
 KEEP_RULESETS = 2
+# Runs classified per statement: one statement over every run builds its whole intermediate result at once and
+# spilled to disk past a few hundred thousand runs (35 s at 400k against 13.8 s at 200k); batches by rid range
+# keep the working set flat. The batches run in one transaction, so a reader sees all of them or none.
+BATCH_RUNS = 100_000
 
 
 def ruleset_hash(cfg: Config) -> str:
@@ -88,16 +92,16 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, 
     # it: decompressing the text columns is most of the cost of a reclassification.
     delivered = delivered_sql("r.response_text")
     text_col = f"{delivered} AS response_text" if "response_text" in done.sql else "NULL::VARCHAR AS response_text"
-    fresh_from, fresh_where, reused = "runs r", "r.rid > $after", ""
+    fresh_from, fresh_where, reused = "runs r", "r.rid > $after AND r.rid <= $hi", ""
     if reuse:
         if prefix:
             # The previous ruleset covers every run up to $prev_max: a range on rid splits the two scans, and
             # the fresh one skips whole row groups by their min/max statistics.
-            fresh_where = "r.rid > greatest($after, $prev_max)"
-            reused_where = "r.rid > $after AND r.rid <= $prev_max"
+            fresh_where = "r.rid > greatest($after, $prev_max) AND r.rid <= $hi"
+            reused_where = "r.rid > $after AND r.rid <= least($prev_max, $hi)"
         else:
             fresh_from = f"runs r ANTI JOIN {_PREV} pc ON pc.rid = r.rid"
-            reused_where = "r.rid > $after"
+            reused_where = "r.rid > $after AND r.rid <= $hi"
         reused = f"""
         UNION ALL BY NAME
         SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
@@ -190,7 +194,12 @@ def classify(store: Store, cfg: Config, *, force: bool = False) -> ClassifyResul
         sql, params = _classify_sql(cfg, reuse, prefix)
         p.update(params[0])
         before = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs]))
-        store.execute(sql, p)
+        top = int(store.scalar("SELECT coalesce(max(rid), 0) FROM runs"))
+        lo = after
+        while lo < top:
+            hi = min(lo + BATCH_RUNS, top)
+            store.execute(sql, {**p, "after": lo, "hi": hi})
+            lo = hi
         n = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs])) - before
         seq = int(store.scalar("SELECT coalesce(max(seq), 0) + 1 FROM rulesets"))
         cfg_json = json.dumps({"detector": DETECTOR_VERSION, "config": cfg.fingerprint_data(),

@@ -15,9 +15,10 @@ features or weights do (it is part of the ruleset hash). Every regex is RE2 synt
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-DETECTOR_VERSION = "refusal-v6"
+DETECTOR_VERSION = "refusal-v7"
 
 
 @dataclass(frozen=True)
@@ -256,24 +257,62 @@ SHAPE_ONLY_CAP = 0.3  # the highest score a reply gets with no lexical refusal e
 _CAP = 4000
 
 
+# The pieces every feature reads are bound once per row: DuckDB does not share sub-expressions inside a CASE,
+# so an expression written out in each of ~35 features was computed ~35 times. A one-element list mapped by a
+# lambda binds a value to a name (``list_transform([x], lambda p: f(p, p))[1]`` computes ``x`` once); nested
+# lambdas read the outer names. The names are prefixed so that no column of the caller's query is shadowed.
+_A, _B, _C, _D, _W = "ra_a", "ra_b", "ra_c", "ra_d", "ra_w"
+_PARTS = {"text": f"{_A}.t", "head": f"{_C}.head", "lead": f"{_C}.lead", "text300": f"{_B}.text300",
+          "tail": f"{_B}.tail", "n": f"{_A}.n", "overlap": f"{_D}.ov"}
+
+
 def _overlap(text: str, prompt: str | None) -> str:
-    """Share of the request's distinct content words (5+ letters, last 1,500 chars) found in the reply."""
+    """Share of the request's distinct content words (5+ letters, last 1,500 chars) found in the reply, only when
+    both sides have enough Latin-script words to compare (a translation shares none by design)."""
     if prompt is None:
-        return "NULL"
-    pw = f"list_distinct(regexp_extract_all(lower(right({prompt}, 1500)), '[a-z]{{5,}}'))"
-    rw = f"regexp_extract_all(lower(left({text}, {_CAP})), '[a-z]{{5,}}')"
-    # Only when both sides have enough Latin-script words to compare (a translation shares none by design).
-    return (f"(CASE WHEN len({pw}) >= 4 AND len({rw}) >= 10 "
-            f"THEN len(list_intersect({pw}, {rw}))::DOUBLE / len({pw}) END)")
+        return "NULL::DOUBLE"
+    words = (f"struct_pack(pw := list_distinct(regexp_extract_all(lower(right({prompt}, 1500)), '[a-z]{{5,}}')), "
+             f"rw := regexp_extract_all(lower(left({text}, {_CAP})), '[a-z]{{5,}}'))")
+    return (f"list_transform([{words}], lambda {_W}: CASE WHEN len({_W}.pw) >= 4 AND len({_W}.rw) >= 10 "
+            f"THEN len(list_intersect({_W}.pw, {_W}.rw))::DOUBLE / len({_W}.pw) END)[1]")
 
 
-def _parts(text: str, prompt: str | None = None) -> dict[str, str]:
-    # typographic apostrophes (I’m, can’t) read as ASCII ones, so every pattern covers both
-    t = f"replace(left({text}, {_CAP}), '’', chr(39))"
-    unquoted = f"regexp_replace({t}, '\"[^\"\\n]{{0,400}}\"|“[^”\\n]{{0,400}}”|«[^»\\n]{{0,400}}»', '', 'g')"
-    return {"text": t, "head": f"left({unquoted}, 300)", "lead": f"left({unquoted}, 600)",
-            "text300": f"left({t}, 900)", "tail": f"right(rtrim({t}), 300)", "n": f"length({text})",
-            "overlap": _overlap(text, prompt)}
+def _bind(text: str, body: str) -> str:
+    """``body`` evaluated with the pieces of ``text`` bound once (names in ``_PARTS``): the capped text with
+    typographic apostrophes read as ASCII ones (so every pattern covers I’m and can’t), its length,
+    the opening without quoted speech (300 and 600 characters), the first 900 characters and the tail."""
+    a = f"struct_pack(t := replace(left({text}, {_CAP}), '’', chr(39)), n := length({text}))"
+    unq = f"regexp_replace({_A}.t, '\"[^\"\\n]{{0,400}}\"|“[^”\\n]{{0,400}}”|«[^»\\n]{{0,400}}»', '', 'g')"
+    b = f"struct_pack(unq := {unq}, text300 := left({_A}.t, 900), tail := right(rtrim({_A}.t), 300))"
+    c = f"struct_pack(head := left({_B}.unq, 300), lead := left({_B}.unq, 600))"
+    return (f"list_transform([{a}], lambda {_A}: list_transform([{b}], lambda {_B}: "
+            f"list_transform([{c}], lambda {_C}: {body})[1])[1])[1]")
+
+
+def _with_overlap(text: str, prompt: str | None, body: str) -> str:
+    """``body`` with the prompt overlap bound as ``ra_d.ov`` (inside :func:`_bind`)."""
+    return f"list_transform([struct_pack(ov := {_overlap(text, prompt)})], lambda {_D}: {body})[1]"
+
+
+_SIMPLE = re.compile(r"regexp_matches\(\{(\w+)\}, '(.*)'\)", re.S)
+
+
+def _gate() -> str:
+    """SQL (inside :func:`_bind`): does any lexical feature with a positive weight fire?
+
+    Exact, not a heuristic: each of those features is one unanchored ``regexp_matches`` over one piece, and a
+    search for ``(?:a)|(?:b)`` matches exactly when a search for ``a`` or for ``b`` does. One pass per piece
+    instead of one per feature; a reply with no positive lexical evidence skips the rest of the score.
+    """
+    groups: dict[str, list[str]] = {}
+    for f in FEATURES:
+        if f.lexical and f.weight > 0:
+            m = _SIMPLE.fullmatch(f.sql)
+            if m is None:  # pragma: no cover - guarded by a test: every such feature is one regexp_matches
+                raise AssertionError(f"feature {f.name} is not one regexp_matches over a piece")
+            groups.setdefault(m.group(1), []).append(m.group(2))
+    return "(" + " OR ".join(f"regexp_matches({_PARTS[piece]}, '" + "|".join(f"(?:{p})" for p in pats) + "')"
+                             for piece, pats in groups.items()) + ")"
 
 
 def _expr(f: Feature, parts: dict[str, str]) -> str:
@@ -330,22 +369,24 @@ def score_sql(text: str, prompt: str | None = None, *, shape_evidence: bool = Tr
 
     ``prompt`` (optional) enables the prompt-overlap evidence; a NULL prompt simply leaves it out.
     ``shape_evidence=False`` scores on what the text says alone: for a string value of a tool call or a JSON
-    body, which is short by nature, so shortness is no evidence.
+    body, which is short by nature, so shortness is no evidence. A reply in which no lexical feature with a
+    positive weight fires scores 0 ("no refusal cue"): shape alone never declines.
     """
-    parts = _parts(text, prompt)
-    lex = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
-    shape = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
+    lex = " + ".join(f"(CASE WHEN {_expr(f, _PARTS)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
+    shape = " + ".join(f"(CASE WHEN {_expr(f, _PARTS)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
                        if not f.lexical) if shape_evidence else "0"
-    # list_transform evaluates each sum once and lets the CASE use it twice.
+    # the sums are bound once too, and the CASE reads them twice
+    total = (f"list_transform([[{lex}, {shape}]], "
+             f"lambda z: round(CASE WHEN z[1] > 0 THEN 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2]))) "
+             f"ELSE least({SHAPE_ONLY_CAP}, 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2])))) END, 4))[1]")
+    body = f"CASE WHEN {_gate()} THEN {_with_overlap(text, prompt if shape_evidence else None, total)} ELSE 0.0 END"
     return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 "
             f"WHEN NOT regexp_matches(left({text}, 900), '{PREFILTER}') THEN 0.0 "
-            f"ELSE list_transform([[{lex}, {shape}]], "
-            f"lambda z: round(CASE WHEN z[1] > 0 THEN 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2]))) "
-            f"ELSE least({SHAPE_ONLY_CAP}, 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2])))) END, 4))[1] END)")
+            f"ELSE {_bind(text, body)} END)")
 
 
 def features_sql(text: str, prompt: str | None = None) -> str:
     """SQL for a list of the names of the features that fired (the detector's evidence)."""
-    parts = _parts(text, prompt)
-    items = ", ".join(f"CASE WHEN {_expr(f, parts)} THEN '{f.name}' END" for f in FEATURES)
-    return f"list_filter([{items}], lambda x: x IS NOT NULL)"
+    items = ", ".join(f"CASE WHEN {_expr(f, _PARTS)} THEN '{f.name}' END" for f in FEATURES)
+    body = _with_overlap(text, prompt, f"list_filter([{items}], lambda x: x IS NOT NULL)")
+    return f"(CASE WHEN {text} IS NULL THEN []::VARCHAR[] ELSE {_bind(text, body)} END)"

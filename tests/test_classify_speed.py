@@ -1,0 +1,112 @@
+"""What made classification fast must not change what it says (issue 17).
+
+* the refusal gate (one pass per piece over the union of the positive lexical features) fires exactly when one of
+  those features does;
+* a reply with no positive lexical evidence scores 0, everything else scores as before;
+* classifying in batches of runs gives exactly the result of one batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from runaudit import classify as classify_mod
+from runaudit.classify import classify
+from runaudit.config import Config
+from runaudit.ingest import ingest
+from runaudit.rules import refusal
+from runaudit.rules.refusal import FEATURES, features_sql, score_sql
+from runaudit.store import Store
+from tests.test_refusal_detector import EXAMPLES
+
+ROOT = Path(__file__).resolve().parent.parent
+POSITIVE = {f.name for f in FEATURES if f.lexical and f.weight > 0}
+
+
+def _corpus() -> list[str]:
+    """Replies of every kind: the detector examples, the sample logs' replies, and the labelled data when the
+    shared folder is there (it is not needed: the first two already cover every feature)."""
+    texts = list(EXAMPLES.values())
+    for p in (ROOT / "sample_logs").rglob("*.jsonl"):
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("text"), str):
+                texts.append(rec["text"])
+    shared = ROOT.parent / "shared" / "data" / "xstest"
+    for f in sorted(shared.glob("*.jsonl"))[:1]:
+        for line in f.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if isinstance(rec.get("response"), str):
+                texts.append(rec["response"])
+    texts += ["", "   ", "ok", "I “can't” help", "«Je ne peux pas» dit-il. Voici la réponse complète.",
+              "Sorry to hear that. Here is the fix:\n1. a\n2. b", "x" * 5000 + " I can't help with that."]
+    return texts
+
+
+def test_the_gate_fires_exactly_when_a_positive_lexical_feature_does() -> None:
+    con = duckdb.connect()
+    gate = refusal._bind("t", refusal._gate())
+    texts = _corpus()
+    assert len(texts) > 100
+    rows = con.execute(f"SELECT t, {gate}, {features_sql('t')} FROM (SELECT unnest(?::VARCHAR[]) AS t)",
+                       [texts]).fetchall()
+    fired_somewhere = set()
+    for t, g, feats in rows:
+        pos = POSITIVE & set(feats)
+        fired_somewhere |= pos
+        assert bool(g) == bool(pos), (t[:80], feats)
+    assert fired_somewhere == POSITIVE  # the corpus exercises every positive feature
+
+
+def test_no_positive_lexical_evidence_scores_zero_and_the_rest_is_unchanged() -> None:
+    con = duckdb.connect()
+    texts = _corpus()
+    # the score as refusal-v6 computed it: the same features, without the gate
+    lex = " + ".join(f"(CASE WHEN {refusal._expr(f, refusal._PARTS)} THEN {f.weight} ELSE 0 END)"
+                     for f in FEATURES if f.lexical)
+    shape = " + ".join(f"(CASE WHEN {refusal._expr(f, refusal._PARTS)} THEN {f.weight} ELSE 0 END)"
+                       for f in FEATURES if not f.lexical)
+    total = (f"list_transform([[{lex}, {shape}]], lambda z: round(CASE WHEN z[1] > 0 THEN 1.0 / (1.0 + "
+             f"exp(-({refusal.BIAS} + z[1] + z[2]))) ELSE least({refusal.SHAPE_ONLY_CAP}, 1.0 / (1.0 + "
+             f"exp(-({refusal.BIAS} + z[1] + z[2])))) END, 4))[1]")
+    v6 = (f"(CASE WHEN t IS NULL OR trim(t) = '' THEN 0.0 WHEN NOT regexp_matches(left(t, 900), "
+          f"'{refusal.PREFILTER}') THEN 0.0 ELSE {refusal._bind('t', refusal._with_overlap('t', None, total))} END)")
+    rows = con.execute(f"SELECT {score_sql('t')}, {v6}, {features_sql('t')} FROM (SELECT unnest(?::VARCHAR[]) AS t)",
+                       [texts]).fetchall()
+    zeroed = 0
+    for new, old, feats in rows:
+        if POSITIVE & set(feats):
+            assert new == old
+        else:
+            assert new == 0.0 and old <= refusal.SHAPE_ONLY_CAP
+            zeroed += old > 0
+    assert zeroed > 0  # the gate did skip replies that v6 scored (below the cap)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_batches_of_runs_classify_exactly_like_one_batch(batch: int, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    logs = ROOT / "sample_logs"
+    from runaudit.config import load_config
+
+    cfg = load_config(logs / "runaudit.toml")
+    cols = "rid, outcome, sub_reason, signal, rule_code, retryable, refusal_score, done_failures, idem_key"
+    with Store.open(":memory:") as store:
+        ingest(store, [logs], cfg)
+        monkeypatch.setattr(classify_mod, "BATCH_RUNS", 10**9)
+        classify(store, cfg)
+        whole = store.rows(f"SELECT {cols} FROM classifications ORDER BY rid")
+        monkeypatch.setattr(classify_mod, "BATCH_RUNS", batch)
+        res = classify(store, cfg, force=True)
+        assert res.classified == len(whole) > 250
+        assert store.rows(f"SELECT {cols} FROM classifications ORDER BY rid") == whole
+        # a rule change reuses the scores, batch by batch too
+        res2 = classify(store, Config())
+        assert res2.reused_scores and res2.classified == len(whole)
