@@ -16,6 +16,20 @@ from runaudit.errors import (  # noqa: E402
     RunauditError,
     StoreError,
 )
+from runaudit.inline import (  # noqa: E402
+    CallError,
+    CallInfraError,
+    DoneConditionError,
+    Held,
+    Verdict,
+    check,
+    check_lines,
+    check_many,
+    check_record,
+    handle,
+    log_call,
+)
 
-__all__ = ["open", "Audit", "__version__", "ExitCode", "InputFormatError", "ReviewStateError", "RuleConfigError",
-           "RunauditError", "StoreError"]
+__all__ = ["open", "Audit", "__version__", "check", "check_record", "check_lines", "check_many", "handle",
+           "log_call", "Verdict", "Held", "CallError", "CallInfraError", "DoneConditionError", "ExitCode",
+           "InputFormatError", "ReviewStateError", "RuleConfigError", "RunauditError", "StoreError"]

@@ -326,6 +326,13 @@ ANTI JOIN quarantine x ON x.line_hash = k.h AND x.line_hash2 = k.h2 AND x.line_o
 """
 
 
+def compile_insert_sql(cfg: Config) -> tuple[tuple[str, str, str], list[Any]]:
+    """The parse-and-normalise statement of a window under ``cfg`` (plain lines, raw SSE text, OTel span parts)
+    and its ``[ingest.map]`` parameters: what :func:`process_window` runs."""
+    plain_sql, map_params = _insert_sql(cfg)
+    return (plain_sql, _insert_sql(cfg, sse=True)[0], _insert_sql(cfg, parts=True)[0]), map_params
+
+
 def _blank_before(win: Any, defer: tuple[int, int, bool] | None, first_line: int) -> int:
     """Empty lines the reader left out of the window, counting only those before a deferred stream's start
     (the lines from there are read again with the next window)."""
@@ -337,7 +344,7 @@ def _blank_before(win: Any, defer: tuple[int, int, bool] | None, first_line: int
     return (defer[1] - first_line) - kept
 
 
-def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
+def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
                     map_params: list[Any], hold_open: bool = False) -> dict[str, Any]:
     """Parse, quarantine and insert one window; ``final_sql`` is (plain, raw-SSE) variants of the parse."""
     con = store.con
@@ -552,7 +559,7 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                 held=None if settled else held_tail)
             for win in windows:
                 ctx["line0"] = lines
-                c = _process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
+                c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
                 for k in counts:
                     counts[k] += c[k]
                 if c["defer"]:
@@ -606,7 +613,7 @@ def _ingest_sqlite(store: Store, path: str, ingest_id: int, final_sql: tuple[str
     with store.transaction():
         store.run(OCC_INIT_SQL)  # rows carry their own ids: identity alone dedupes a row read twice
         for win, cur in llm_db.iter_windows(path, cursor):
-            c = _process_window(store, win, ctx, (final_sql[2],) * 3, map_params)
+            c = process_window(store, win, ctx, (final_sql[2],) * 3, map_params)
             for k in counts:
                 counts[k] += c[k]
             cursor = cur
@@ -637,8 +644,7 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     t0 = time.perf_counter()
     result = IngestResult(files=len(files))
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))
-    plain_sql, map_params = _insert_sql(cfg)
-    final_sql = (plain_sql, _insert_sql(cfg, sse=True)[0], _insert_sql(cfg, parts=True)[0])
+    final_sql, map_params = compile_insert_sql(cfg)
     for path in files:
         try:
             if llm_db.is_sqlite(path):

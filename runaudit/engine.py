@@ -1,0 +1,128 @@
+"""The engine-neutral core: normalise log lines into runs and classify them, in a DuckDB of its own.
+
+The local store, the inline check (:mod:`runaudit.inline`) and each Spark task run the same two steps with the same
+SQL: the ingest window (:func:`runaudit.ingest.process_window`: parse, detect the shape, assemble streams,
+quarantine, insert runs) and :func:`runaudit.classify.classify` (the compiled rules, the refusal score and the
+done-conditions in one scan). An :class:`Engine` holds an in-memory runaudit database, migrated once, through which
+lines given in memory pass; what comes out is Arrow, so any engine can take it. There is no second
+implementation of a rule: the store, the check and Spark differ only in where the lines come from and where
+the rows go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runaudit.classify import classify, ruleset_hash
+from runaudit.config import Config
+from runaudit.store import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# What a check or a task reads back: the run as normalised and its classification under the ruleset.
+RESULT_SQL = """
+SELECT r.*, c.ruleset, c.outcome, c.sub_reason, c.signal, c.rule_code, c.retryable, c.refusal_score,
+       c.done_failures, c.reported_success, c.idem_key AS review_key, c.refusal_kind
+FROM runs r JOIN classifications c ON c.rid = r.rid AND c.ruleset = $ruleset
+ORDER BY r.rid
+"""
+
+
+@dataclass
+class Batch:
+    """Runs and quarantined lines from one batch of lines, as Arrow tables, with the ingest counts."""
+
+    runs: pa.Table  # the runs columns and their classification (RESULT_SQL)
+    quarantine: pa.Table
+    counts: dict[str, int]
+    ruleset: str
+
+
+class Engine:
+    """An in-memory runaudit database for lines that are not in a store: the inline check and Spark tasks.
+
+    Thread-safe: calls are serialised on one connection (a DuckDB connection runs one statement at a time).
+    """
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        from runaudit.ingest import compile_insert_sql
+
+        self.cfg = cfg or Config()
+        self.ruleset = ruleset_hash(self.cfg)
+        self.store = Store.open(":memory:")
+        # one thread: a one-call statement runs faster without DuckDB's worker handoff
+        self.store.run("SET threads = 1")
+        self._final_sql, self._map_params = compile_insert_sql(self.cfg)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Close the in-memory database."""
+        self.store.close()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Store]:
+        """The engine's database, held for one caller (to read more than :meth:`run_lines` returns)."""
+        with self._lock:
+            yield self.store
+
+    def run_lines(self, lines: list[str], *, source: str = "<inline>", mtime: float | None = None) -> Batch:
+        """Normalise ``lines`` (one record each, as a log line; stream events in order make one run) and
+        classify the runs, exactly as ``runaudit audit`` would for a file holding those lines.
+
+        ``source`` is stored as the runs' ``source_file`` and ``mtime`` (default: now) gives a run without a
+        logged time its time, as a file's modification time does.
+        """
+        with self._lock:
+            counts, ruleset = self.load_lines(lines, source=source, mtime=mtime)
+            # read each result whole before the next statement (DuckDB 2.x streams .arrow())
+            runs = _table(self.store.con.sql(RESULT_SQL, params={"ruleset": ruleset}).arrow())
+            quarantine = _table(self.store.con.sql("SELECT * FROM quarantine ORDER BY source_line").arrow())
+            return Batch(runs=runs, quarantine=quarantine, counts=counts, ruleset=ruleset)
+
+    def load_lines(self, lines: list[str], *, source: str = "<inline>",
+                   mtime: float | None = None) -> tuple[dict[str, int], str]:
+        """Replace the engine's runs with those of ``lines``, classified; the caller holds :meth:`locked`.
+        Returns the ingest counts and the ruleset."""
+        from runaudit.ingest import OCC_INIT_SQL, process_window
+        from runaudit.ingest.reader import records_window
+
+        s = self.store
+        for t in ("runs", "classifications", "quarantine"):
+            s.run(f"DELETE FROM {t}")
+        win = records_window(list(range(1, len(lines) + 1)), lines, sum(len(x) + 1 for x in lines))
+        ctx: dict[str, Any] = {
+            "file": source, "ingest_id": 1, "max_line": self.cfg.max_line_bytes, "next_rid": 0, "line0": 0,
+            "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() if mtime is None else mtime)),
+        }
+        with s.transaction():
+            s.run(OCC_INIT_SQL)
+            counts = process_window(s, win, ctx, self._final_sql, self._map_params)
+        res = classify(s, self.cfg)
+        return {k: int(v) for k, v in counts.items() if isinstance(v, int)}, res.ruleset
+
+
+def _table(x: Any) -> pa.Table:
+    """DuckDB 2.x returns a RecordBatchReader from ``.arrow()``; older versions a Table."""
+    import pyarrow as pa
+
+    return x if isinstance(x, pa.Table) else x.read_all()
+
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(cfg: Config) -> Engine:
+    """The process-wide engine for a configuration (one per ruleset), created on first use."""
+    key = ruleset_hash(cfg) + "|" + repr(cfg.field_map) + "|" + str(cfg.max_line_bytes)
+    with _ENGINES_LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            eng = _ENGINES[key] = Engine(cfg)
+        return eng
