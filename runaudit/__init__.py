@@ -27,9 +27,10 @@ from runaudit.inline import (  # noqa: E402
     check_many,
     check_record,
     handle,
+    hold,
     log_call,
 )
 
-__all__ = ["open", "Audit", "__version__", "check", "check_record", "check_lines", "check_many", "handle",
+__all__ = ["open", "Audit", "__version__", "check", "check_record", "check_lines", "check_many", "handle", "hold",
            "log_call", "Verdict", "Held", "CallError", "CallInfraError", "DoneConditionError", "ExitCode",
            "InputFormatError", "ReviewStateError", "RuleConfigError", "RunauditError", "StoreError"]
