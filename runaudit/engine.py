@@ -126,3 +126,36 @@ def engine_for(cfg: Config) -> Engine:
         if eng is None:
             eng = _ENGINES[key] = Engine(cfg)
         return eng
+
+
+@dataclass
+class FileAudit:
+    """One log file audited on its own: what a Spark task returns (Arrow tables and the ingest counts)."""
+
+    runs: pa.Table  # runs columns + the classification (RESULT_SQL), source_file as given
+    quarantine: pa.Table
+    counts: dict[str, Any]
+    ruleset: str
+
+
+def audit_file(path: str, cfg: Config, *, source: str | None = None) -> FileAudit:
+    """Ingest and classify one local file in a database of its own (the ingest and classify of the local store,
+    unchanged), returning its runs, quarantine and counts; ``source`` (default ``path``) is the name recorded as
+    each run's ``source_file`` (the file's own path in object storage when ``path`` is a local copy)."""
+    from runaudit.ingest import ingest
+
+    with Store.open(":memory:") as s:
+        res = ingest(s, [path], cfg)
+        fr = res.per_file[0]
+        if fr.error:
+            counts: dict[str, Any] = {"error": fr.error}
+        else:
+            counts = {k: getattr(fr, k) for k in ("mode", "lines", "ingested", "runs_added", "duplicates", "blank",
+                                                  "quarantined", "held", "not_calls", "spans_other")}
+        c = classify(s, cfg)
+        name = source or path
+        runs = _table(s.con.sql(RESULT_SQL.replace("SELECT r.*", "SELECT r.* REPLACE ($source AS source_file)"),
+                                params={"ruleset": c.ruleset, "source": name}).arrow())
+        quarantine = _table(s.con.sql("SELECT * REPLACE ($source AS source_file) FROM quarantine "
+                                      "ORDER BY source_line", params={"source": name}).arrow())
+        return FileAudit(runs=runs, quarantine=quarantine, counts=counts, ruleset=c.ruleset)

@@ -73,7 +73,7 @@ def flat(**kw: Any) -> dict[str, Any]:
 
 class Invoker:
     def __init__(self) -> None:
-        from runaudit.cli import app, commands, judge_cmd, report_cmd, review_cmd  # noqa: F401
+        from runaudit.cli import app, commands, judge_cmd, report_cmd, review_cmd, spark_cmd  # noqa: F401
 
         self.app = app
         self.runner = CliRunner()

@@ -11,7 +11,7 @@ from tests.conftest import SAMPLE_LOGS, flat, write_jsonl
 
 COMMANDS = [["ingest"], ["audit"], ["flags"], ["diff"], ["rules"], ["rules", "list"], ["rules", "explain"],
             ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"], ["report"], ["judge"],
-            ["quarantine"]]
+            ["quarantine"], ["spark-audit"], ["spark-load"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)

@@ -85,7 +85,7 @@ def main() -> None:
     """Console-script entry point."""
     import signal
 
-    from runaudit.cli import commands, judge_cmd, report_cmd, review_cmd  # noqa: F401 - registers commands
+    from runaudit.cli import commands, judge_cmd, report_cmd, review_cmd, spark_cmd  # noqa: F401 - registers commands
 
     def on_sigint(signum: int, frame: Any) -> None:
         # Remember the Ctrl-C: DuckDB and Arrow turn the KeyboardInterrupt raised here into errors of their own
