@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import SAMPLE_LOGS, flat, write_jsonl
 
 COMMANDS = [["ingest"], ["audit"], ["flags"], ["diff"], ["rules"], ["rules", "list"], ["rules", "explain"],
-            ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"], ["report"], ["judge"],
+            ["review"], ["review", "export"], ["review", "list"], ["review", "resolve"], ["review", "serve"],
+            ["report"], ["judge"],
             ["quarantine"], ["spark-audit"], ["spark-load"]]
 
 

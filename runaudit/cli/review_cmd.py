@@ -99,3 +99,28 @@ def resolve_(
     with Store.open(db, wait=wait, create=False, on_wait=say_waiting) as store:
         full = resolve(store, key, verdict, note, reviewer)
     typer.echo(f"{full}: {verdict}")
+
+
+@review_app.command("serve")
+@guarded
+def serve_(
+    db: Path | None = DB_OPT,
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (the page is never served on another address)."),
+    wait: float = typer.Option(5.0, "--wait", help="Seconds a request waits for another runaudit process holding "
+                                                  "the database before the page says so and retries."),
+) -> None:
+    """Review declines in a browser: a local page (127.0.0.1 only) with the queue, each item whole, and keyboard
+    shortcuts to confirm or mark false positive. Needs `pip install 'runaudit[serve]'`."""
+    try:
+        import flask  # noqa: F401
+    except ImportError as e:
+        from runaudit.errors import UsageError
+
+        raise UsageError("the review page needs Flask", hint="pip install 'runaudit[serve]'") from e
+    from runaudit.review_web import serve
+    from runaudit.store import Store, default_db_path
+
+    path = str(db) if db is not None else default_db_path()
+    with Store.open(path, read_only=True, wait=wait, on_wait=say_waiting):
+        pass  # a clear error now (no database, not classified yet) rather than on the first page
+    serve(path, port, wait=wait, on_ready=lambda url: typer.echo(f"review page: {url}  (Ctrl-C to stop)"))

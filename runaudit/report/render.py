@@ -239,7 +239,9 @@ def build_document(data: ReportData) -> tuple[str, list[str], list[Section]]:
         s7.blocks.append(Para([t("Queue items fold repeats of the same input (task + prompt) into one. List them "
                                  "with "), Text("runaudit review list", trusted=True, code=True),
                                t("; a false-positive verdict moves those runs out of declined in every number "
-                                 "above.")]))
+                                 "above. To read and judge them in a browser, run "),
+                               Text("runaudit review serve", trusted=True, code=True),
+                               t(" and open http://127.0.0.1:8765/ (each item is at /item/KEY).")]))
     sections.append(s7)
     return title, meta, sections
 
