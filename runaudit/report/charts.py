@@ -59,12 +59,20 @@ def success_rate_chart(data: ReportData, path: Path) -> Path:
     rep = [r["reported_success"] / r["runs"] * 100 if r["runs"] else None for r in rows]
     true = [r["ok"] / r["runs"] * 100 if r["runs"] else None for r in rows]
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
-    ax.plot(weeks, [v if v is not None else float("nan") for v in rep], marker="o", color=COLORS["reported"],
+    x = list(range(len(weeks)))
+    ax.plot(x, [v if v is not None else float("nan") for v in rep], marker="o", color=COLORS["reported"],
             label="reported by the pipeline")
-    ax.plot(weeks, [v if v is not None else float("nan") for v in true], marker="o", color=COLORS["true"],
+    ax.plot(x, [v if v is not None else float("nan") for v in true], marker="o", color=COLORS["true"],
             label="true (outcome ok)")
-    ax.fill_between(range(len(weeks)), [v or 0 for v in true], [v or 0 for v in rep], color="#ef9a9a", alpha=0.35,
-                    label="falsely marked success")
+    ax.set_xticks(x, weeks)
+    ax.set_xlim(-0.5, len(weeks) - 0.5)
+    # a week without runs has no rate: a gap, never a drop to 0%
+    has = [v is not None for v in rep]
+    ax.fill_between(range(len(weeks)), [v or 0 for v in true], [v or 0 for v in rep], where=has, color="#ef9a9a",
+                    alpha=0.35, label="falsely marked success")
+    for i, h in enumerate(has):
+        if not h:
+            ax.text(i, 50, "no runs", ha="center", va="center", fontsize=7, color="#777", rotation=90)
     ax.set_ylim(-6, 112)
     ax.set_ylabel("success rate (%)")
     ax.set_title("Success rate per week: reported vs true")
