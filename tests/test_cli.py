@@ -139,6 +139,13 @@ def test_the_config_is_remembered_and_named(invoke, tmp_path: Path) -> None:  # 
     (tmp_path / "runaudit.toml").write_text("[classify]\nrefusal_threshold = 0.6\n")
     third = json.loads(invoke(["audit", "--db", db, "--json"]).stdout)
     assert third["config"] == str((tmp_path / "runaudit.toml").absolute()) and third["ruleset"] != first["ruleset"]
+    # every reading command names the ruleset and config it shows (stderr: stdout stays JSON/CSV/text as promised)
+    line = f"ruleset: {third['ruleset']}   config: {third['config']}"
+    for cmd in (["flags"], ["flags", "--csv"], ["review", "list"], ["quarantine"], ["diff"]):
+        assert line in invoke([*cmd, "--db", db]).stderr, cmd
+    q = json.loads(invoke(["quarantine", "--db", db, "--json"]).stdout)
+    d = json.loads(invoke(["diff", "--db", db, "--json"]).stdout)
+    assert q["ruleset"] == third["ruleset"] and q["config"] == third["config"] == d["config"]
 
 
 def test_new_user_walk_states_and_inputs(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

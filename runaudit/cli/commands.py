@@ -11,7 +11,16 @@ from typing import Any
 import typer
 
 from runaudit.cli import app, guarded
-from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, progress_bar, say_waiting
+from runaudit.cli.common import (
+    CONFIG_OPT,
+    DB_OPT,
+    JSON_OPT,
+    WAIT_OPT,
+    echo_json,
+    progress_bar,
+    say_used,
+    say_waiting,
+)
 from runaudit.errors import ExitCode, UsageError
 from runaudit.redact import for_csv, for_terminal
 
@@ -183,6 +192,7 @@ def flags(
             df = borderline_runs(store, cfg.ambiguous_low, cfg.ambiguous_high, task, limit)
         else:
             df = false_successes(store, task=task, limit=limit)
+        say_used(store)
     if as_json:
         echo_json(df.to_dicts())
     elif as_csv:
@@ -225,8 +235,9 @@ def diff(db: Path | None = DB_OPT, as_json: bool = JSON_OPT, wait: float = WAIT_
 
     with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         old, new, df = ruleset_diff(store)
+        used = say_used(store)
     if as_json:
-        echo_json({"old_ruleset": old, "new_ruleset": new, "changed": df.to_dicts()})
+        echo_json({"old_ruleset": old, "new_ruleset": new, "config": used["config"], "changed": df.to_dicts()})
         return
     typer.echo(f"ruleset {old} -> {new}: {df.height} run(s) changed")
 
@@ -257,8 +268,9 @@ def quarantine(
         total = int(store.scalar("SELECT count(*) FROM quarantine WHERE (? IS NULL OR contains(source_file, ?))",
                                  [file, file]))
         df = store.query(sql + (f" LIMIT {int(limit)}" if limit > 0 else ""), [file, file])
+        used = say_used(store)
     if as_json:
-        echo_json({"total": total, "lines": df.to_dicts()})
+        echo_json({"total": total, **used, "lines": df.to_dicts()})
         return
     if total == 0:
         typer.echo("no quarantined lines")

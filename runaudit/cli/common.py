@@ -48,3 +48,16 @@ def progress_bar(enabled: bool, total: int) -> Any:
 
 def config_path(p: Path | None) -> Path | None:
     return p
+
+
+def say_used(store: Any) -> dict[str, str | None]:
+    """Name the ruleset and the config behind the stored numbers: one short line on stderr (stdout stays what
+    --json and --csv promise), and the same as a dict for JSON objects."""
+    from runaudit.redact import for_terminal
+
+    rs = store.get_meta("current_ruleset")
+    src = store.scalar("SELECT json_extract_string(config, '$.source') FROM rulesets WHERE ruleset = ?", [rs]) \
+        if rs else None
+    used = {"ruleset": rs, "config": src or "built-in defaults"}
+    typer.echo(f"ruleset: {rs or 'none yet'}   config: {for_terminal(used['config'])}", err=True)
+    return used

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from runaudit.cli import app, guarded
-from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_waiting
+from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_used, say_waiting
 
 
 def parse_date(value: str | None, name: str) -> dt.date | None:
@@ -46,7 +46,8 @@ def report(
     with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         cfg = config_for(store, config, store.path)
         res = write_report(store, cfg, out, week, parse_date(since, "--since"), parse_date(until, "--until"), formats)
+        used = say_used(store)
     if as_json:
-        echo_json(res.__dict__)
+        echo_json({**res.__dict__, **used})
     else:
         typer.echo(f"report for {res.window} written to {res.out_dir}/ ({len(res.files)} files, {res.seconds:.1f}s)")

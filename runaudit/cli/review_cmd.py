@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from runaudit.cli import app, guarded
-from runaudit.cli.common import DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_waiting
+from runaudit.cli.common import DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_used, say_waiting
 
 review_app = typer.Typer(help="The review queue: declined runs for a person to judge (never resent).",
                          no_args_is_help=True)
@@ -59,6 +59,7 @@ def list_(
 
     with Store.open(db, read_only=True, wait=wait, on_wait=say_waiting) as store:
         df = review_queue(store, status, include_degraded="degraded" in (include or []))
+        say_used(store)
     if as_json:
         echo_json([{k: v for k, v in r.items() if k not in ("prompt", "response_text")}
                    for r in df.to_dicts()])
