@@ -129,6 +129,9 @@ def create_app(db: str, *, wait: float = 5.0, token: str | None = None) -> Any:
         with Store.open(db, read_only=True, wait=wait) as store:
             return review_queue(store, status, include_degraded=False)
 
+    TOPICS_SQL = ("SELECT idem_key, any_value(coalesce(topic, '')) FROM audit_runs "
+                  "WHERE rule_outcome IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1")
+
     @app.get("/")
     def queue() -> Any:
         f = {"task": request.args.get("task", ""), "rule": request.args.get("rule", ""),
@@ -136,11 +139,10 @@ def create_app(db: str, *, wait: float = 5.0, token: str | None = None) -> Any:
         if f["status"] not in STATUSES:
             f["status"] = "open"
         try:
-            df = load(f["status"])
+            # one open of the database for the queue and its topics
             with Store.open(db, read_only=True, wait=wait) as store:
-                topics = dict(store.rows("SELECT idem_key, any_value(coalesce(topic, '')) FROM audit_runs "
-                                         "WHERE rule_outcome IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1",
-                                         [_outcomes(False)]))
+                df = review_queue(store, f["status"], include_degraded=False)
+                topics = dict(store.rows(TOPICS_SQL, [_outcomes(False)]))
         except StoreBusyError as e:
             return busy(e)
         rows = df.to_dicts()
@@ -169,10 +171,12 @@ def create_app(db: str, *, wait: float = 5.0, token: str | None = None) -> Any:
             abort(404)
         try:
             df = load("all")
-            open_keys = [k for k in load("open")["key"].to_list()]
         except StoreBusyError as e:
             return busy(e)
-        rows = [r for r in df.to_dicts() if r["key"] == key]
+        every = df.to_dicts()
+        # the open items, in the queue's order: read off the same frame, not a second query
+        open_keys = [r["key"] for r in every if r["status"] == "open"]
+        rows = [r for r in every if r["key"] == key]
         if not rows:
             abort(404)
         r = rows[0]
