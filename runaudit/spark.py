@@ -339,14 +339,21 @@ ANTI JOIN runs r ON r.record_hash = p.record_hash::UBIGINT AND r.record_hash2 = 
 """
 
 
-def load(out: str | os.PathLike[str], store: Store) -> dict[str, int]:
-    """Load a Spark audit's Parquet (a local folder: DuckDB reads it) into ``store``: runs, their classification
-    under the Spark job's ruleset (made current), and the quarantine. Incremental: runs and quarantined lines
-    already in the store (by identity) are left out, so loading again adds nothing."""
+def check_results(out: str | os.PathLike[str]) -> str:
+    """``out`` as a string if it holds a Spark audit's results, else :class:`InputFormatError`; callers check it
+    before they create a database, so that a wrong folder leaves none behind."""
     out = str(out)
     if not (Path(out) / "runs").is_dir():
         raise InputFormatError(f"{out} holds no Spark audit (no runs/ folder)",
                                hint="pass the --out folder of `runaudit spark-audit`, copied to local disk")
+    return out
+
+
+def load(out: str | os.PathLike[str], store: Store) -> dict[str, int]:
+    """Load a Spark audit's Parquet (a local folder: DuckDB reads it) into ``store``: runs, their classification
+    under the Spark job's ruleset (made current), and the quarantine. Incremental: runs and quarantined lines
+    already in the store (by identity) are left out, so loading again adds nothing."""
+    out = check_results(out)
     rsets = store.rows(f"SELECT ruleset, any_value(config), any_value(config_text), any_value(source) "
                        f"FROM read_parquet('{_parquet(out, 'rulesets')}', hive_partitioning = true) GROUP BY 1")
     if len(rsets) != 1:

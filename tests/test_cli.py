@@ -155,6 +155,8 @@ def test_new_user_walk_states_and_inputs(invoke, tmp_path: Path) -> None:  # typ
     invoke(["audit", empty, "--db", db], code=3, stderr_has=f"no log files under {empty}")
     invoke(["audit", tmp_path / "nonexistent", "--db", db], code=3, stderr_has="does not exist")
     assert not db.exists()  # a failed first audit leaves no empty database behind
+    invoke(["spark-load", empty, "--db", db], code=3, stderr_has="holds no Spark audit")
+    assert not db.exists()
     log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1"), "not json at all"])
     invoke(["audit", "--db", log], code=4, stderr_has="not a DuckDB database: it looks like a log file")
     assert log.read_text().startswith("{")  # untouched

@@ -60,6 +60,7 @@ def spark_load(
     from runaudit import spark as ra_spark
     from runaudit.store import Store
 
+    ra_spark.check_results(folder)  # before the database is created: a wrong folder leaves none behind
     with Store.open(db, wait=wait, on_wait=say_waiting) as store:
         res = ra_spark.load(folder, store)
     if as_json:
