@@ -60,6 +60,10 @@ class Engine:
         self.store.run("SET threads = 1")
         self._final_sql, self._map_params = compile_insert_sql(self.cfg)
         self._lock = threading.RLock()
+        # the one-line statement (runaudit.one_line), prepared on first use; False when it could not be
+        self._one: bool | None = None
+        self._no_quarantine: pa.Table | None = None
+        self._ts_sql = ""
 
     def close(self) -> None:
         """Close the in-memory database."""
@@ -79,11 +83,52 @@ class Engine:
         logged time its time, as a file's modification time does.
         """
         with self._lock:
+            if len(lines) == 1:
+                one = self._run_one(lines[0], source, mtime)
+                if one is not None:
+                    return one
             counts, ruleset = self.load_lines(lines, source=source, mtime=mtime)
             # read each result whole before the next statement (DuckDB 2.x streams .arrow())
             runs = _table(self.store.con.sql(RESULT_SQL, params={"ruleset": ruleset}).arrow())
             quarantine = _table(self.store.con.sql("SELECT * FROM quarantine ORDER BY source_line").arrow())
             return Batch(runs=runs, quarantine=quarantine, counts=counts, ruleset=ruleset)
+
+    def _run_one(self, line: str, source: str, mtime: float | None) -> Batch | None:
+        """One line through the prepared one-line statement, or None where the general path must run it (a
+        stream event, an OTLP export, a line the window would quarantine, a NUL character)."""
+        import duckdb
+
+        from runaudit.one_line import compile_one_line_sql, compile_time_sql, compile_ts_parse_sql, literal
+
+        if self._one is False or "\x00" in line or "\x00" in source:
+            return None
+        con = self.store.con
+        if self._one is None:
+            try:
+                con.execute("PREPARE ra_time AS " + compile_time_sql(self.cfg))
+                con.execute("PREPARE ra_one AS " + compile_one_line_sql(self.store, self.cfg, self.ruleset))
+            except (duckdb.Error, KeyError, AssertionError, TypeError, ValueError):
+                self._one = False
+                return None
+            self._ts_sql = compile_ts_parse_sql()
+            self._no_quarantine = _table(con.sql("SELECT * FROM quarantine LIMIT 0").arrow())
+            self._one = True
+        # values of the types the statements were prepared with (see runaudit.one_line)
+        head = f"{literal(line)}::VARCHAR, TIMESTAMP {literal(_mtime_ts(mtime))}, {literal(source)}::VARCHAR"
+        ts = "NULL::TIMESTAMP"
+        raw = con.sql(f"EXECUTE ra_time({head}, NULL::TIMESTAMP)").fetchall()
+        if raw and raw[0][0] is not None:
+            parsed = con.execute(self._ts_sql, [raw[0][0]]).fetchall()[0][0]
+            if parsed is not None:
+                ts = f"TIMESTAMP '{parsed.isoformat(sep=' ')}'"
+        tbl = _table(con.sql(f"EXECUTE ra_one({head}, {ts})").arrow())
+        if tbl.num_rows != 1 or tbl["_special"][0].as_py() or tbl["rid"][0].as_py() is None:
+            return None
+        assert self._no_quarantine is not None
+        counts = {"lines": 1, "end_offset": len(line) + 1, "held": 0, "ingested": 1, "runs_added": 1,
+                  "duplicates": 0, "blank": 0, "quarantined": 0, "not_calls": 0, "spans_other": 0}
+        return Batch(runs=tbl.drop_columns(["_special"]), quarantine=self._no_quarantine, counts=counts,
+                     ruleset=self.ruleset)
 
     def load_lines(self, lines: list[str], *, source: str = "<inline>",
                    mtime: float | None = None) -> tuple[dict[str, int], str]:
@@ -98,13 +143,18 @@ class Engine:
         win = records_window(list(range(1, len(lines) + 1)), lines, sum(len(x) + 1 for x in lines))
         ctx: dict[str, Any] = {
             "file": source, "ingest_id": 1, "max_line": self.cfg.max_line_bytes, "next_rid": 0, "line0": 0,
-            "mtime_ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() if mtime is None else mtime)),
+            "mtime_ts": _mtime_ts(mtime),
         }
         with s.transaction():
             s.run(OCC_INIT_SQL)
             counts = process_window(s, win, ctx, self._final_sql, self._map_params)
         res = classify(s, self.cfg)
         return {k: int(v) for k, v in counts.items() if isinstance(v, int)}, res.ruleset
+
+
+def _mtime_ts(mtime: float | None) -> str:
+    """The time a run without a logged time takes (as a file's modification time), default now, in UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() if mtime is None else mtime))
 
 
 def _table(x: Any) -> pa.Table:

@@ -166,7 +166,16 @@ _TS_PARSE = ("list_transform([" + _TS_PARSE + "], lambda v: CASE WHEN v BETWEEN 
              "AND TIMESTAMP '2200-01-01' THEN v END)[1]")
 
 
-def _insert_sql(cfg: Config, sse: bool = False, parts: bool = False) -> tuple[str, list[Any]]:
+def ts_parse_sql(x: str) -> str:
+    """How a logged time ``x`` (SQL, VARCHAR) becomes the run's time: epoch seconds, ms, us or ns, or a date-time
+    text with or without an offset, read as UTC; NULL when it is none of these or lies outside 1970-2200."""
+    return _TS_PARSE.format(x=x)
+
+
+def _insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
+                ts_expr: str | None = None) -> tuple[str, list[Any]]:
+    """The window's parse-and-normalise statement; ``ts_expr`` replaces ``ts_parse_sql('ts_raw')`` by an
+    expression that holds its value (the one-line statement computes it apart, see :mod:`runaudit.one_line`)."""
     m, mparams = _map_exprs(cfg)
 
     def ov(fld: str, expr: str) -> str:
@@ -215,7 +224,7 @@ def _insert_sql(cfg: Config, sse: bool = False, parts: bool = False) -> tuple[st
       SELECT *,
         CASE WHEN kind <> 'object' THEN NULL WHEN shape0 IS NOT NULL THEN shape0 WHEN map_hit THEN 'custom' END
             AS shape,
-        {_TS_PARSE.format(x='ts_raw')} AS ts_parsed,
+        {ts_expr or ts_parse_sql('ts_raw')} AS ts_parsed,
         try_cast(try_cast(trim(http_raw) AS DOUBLE) AS INTEGER) AS http0,
         regexp_extract(coalesce(error_message, error_type, ''), '^Error code: ([0-9]{{3}})', 1) AS http_from_msg
       FROM m
@@ -326,10 +335,12 @@ ANTI JOIN quarantine x ON x.line_hash = k.h AND x.line_hash2 = k.h2 AND x.line_o
 """
 
 
-def compile_insert_sql(cfg: Config) -> tuple[tuple[str, str, str], list[Any]]:
+def compile_insert_sql(cfg: Config, ts_expr: str | None = None) -> tuple[tuple[str, str, str], list[Any]]:
     """The parse-and-normalise statement of a window under ``cfg`` (plain lines, raw SSE text, OTel span parts)
-    and its ``[ingest.map]`` parameters: what :func:`process_window` runs."""
-    plain_sql, map_params = _insert_sql(cfg)
+    and its ``[ingest.map]`` parameters: what :func:`process_window` runs (``ts_expr``: see :func:`_insert_sql`)."""
+    plain_sql, map_params = _insert_sql(cfg, ts_expr=ts_expr)
+    if ts_expr is not None:
+        return (plain_sql, plain_sql, plain_sql), map_params
     return (plain_sql, _insert_sql(cfg, sse=True)[0], _insert_sql(cfg, parts=True)[0]), map_params
 
 

@@ -1,0 +1,182 @@
+"""One log line through the ingest window and the classifier as one prepared statement.
+
+The inline check classifies one call at a time, and almost all the cost of running it through
+:meth:`runaudit.engine.Engine.load_lines` is DuckDB planning the same ~80k characters of SQL for every call (a
+prepared statement that reads a table is bound again at each execution). This module composes the very
+statements the window and the classifier run (:func:`runaudit.ingest.compile_insert_sql`, ``KEYS_SQL``,
+``INSERT_RUNS_SQL``, :func:`runaudit.classify._classify_sql`, ``RESULT_SQL``) into one ``SELECT`` over common
+table expressions named like the tables they stand for (``_chunk``, ``_final``, ``_keys``, ``runs``,
+``classifications``), so the statement reads no table and DuckDB plans it once (``PREPARE``); each call is an
+``EXECUTE`` with the line. The configuration's parameters are written into the text as literals once.
+
+DuckDB binds and optimises again at every ``EXECUTE`` a statement that casts text to ``TIMESTAMPTZ`` (its result
+depends on the session's time zone), and the window reads a logged time that way. So a call runs three
+statements: the prepared ``TIME_SQL`` reads the line's logged time text (``ts_raw``, the window's own
+expressions, the rest pruned away); a small statement turns it into the run's time with the window's own
+expression (:func:`runaudit.ingest.ts_parse_sql`); the prepared ``ONE_LINE_SQL`` does the rest, given that time.
+
+It covers the line that makes one run with no more work than the window's statements (a flat record, a wrapped
+or raw provider body, a batch line, an agent result, an error body). A line that is a stream event or an OTLP
+export, or that the window would quarantine, is sent back to the general path (the statement says which in its
+``_special`` column, or returns no run), so the answer is always the window's own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runaudit.config import Config
+    from runaudit.store import Store
+
+# A string literal, a quoted identifier, a comment, a named parameter or a positional one: literals and comments
+# are kept as they are, so a "$" or "?" inside them is never taken for a parameter.
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\$[A-Za-z_][A-Za-z0-9_]*|\?")
+# The statement's own parameters: the line, the time a run without a logged time takes, the source name. DuckDB
+# binds and plans a prepared statement again at each EXECUTE (seconds for this one) when a parameter is read
+# twice, is read without a cast, or is given a value of another type: so each is read once, cast, in the
+# one-row ``_args``, and EXECUTE passes values of those types; the statements read them from there.
+_PER_CALL = {"mtime": "(SELECT a_mtime FROM _args)", "file": "(SELECT a_file FROM _args)"}
+_TS_FROM_ARGS = "(SELECT a_ts FROM _args)"
+_ARGS_CTE = """WITH _args AS (SELECT $1::VARCHAR AS a_line, $2::TIMESTAMP AS a_mtime, $3::VARCHAR AS a_file,
+                      $4::TIMESTAMP AS a_ts
+), _chunk AS (
+  SELECT 1::BIGINT AS line_no, 0::BIGINT AS byte_offset, a_line AS line, false AS bad_utf8,
+         false AS too_long, strlen(a_line)::BIGINT AS orig_len, false AS padded
+  FROM _args
+)"""
+
+
+def literal(v: Any) -> str:
+    """A SQL literal for a parameter value (str, int, float, bool, None, or a list of them)."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return f"'{v}'::DOUBLE"
+        return repr(v) + "::DOUBLE"
+    if isinstance(v, str):
+        if "\x00" in v:
+            raise ValueError("a NUL character cannot be written as a SQL literal")
+        return "'" + v.replace("'", "''") + "'"
+    if isinstance(v, (list, tuple)):
+        items = ", ".join(literal(x) for x in v)
+        if all(isinstance(x, str) for x in v):
+            return f"[{items}]::VARCHAR[]"
+        return f"[{items}]"
+    raise TypeError(f"no SQL literal for a {type(v).__name__}")
+
+
+def inline_params(sql: str, named: dict[str, Any], positional: list[Any] | None = None,
+                  keep: dict[str, str] | None = None) -> str:
+    """``sql`` with its ``$name`` and ``?`` parameters written as literals; names in ``keep`` are renamed to the
+    placeholder given instead. A parameter that is not given is an error, as it would be for DuckDB."""
+    pos = list(positional or [])
+    keep = keep or {}
+    used = 0
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal used
+        t = m.group(0)
+        if t[0] in "'\"-":
+            return t
+        if t == "?":
+            if used >= len(pos):
+                raise KeyError("more ? placeholders than parameters")
+            used += 1
+            return literal(pos[used - 1])
+        name = t[1:]
+        if name in keep:
+            return keep[name]
+        if name not in named:
+            raise KeyError(f"parameter ${name} is not given")
+        return literal(named[name])
+
+    out = _TOKEN.sub(sub, sql)
+    if used != len(pos):
+        raise KeyError(f"{len(pos)} positional parameters for {used} ? placeholders")
+    return out
+
+
+def _body(sql: str, prefix: str) -> str:
+    """A statement's query after its ``CREATE ... AS`` / ``INSERT INTO ...`` head (``prefix``, a regex)."""
+    m = re.match(r"\s*" + prefix, sql, flags=re.S)
+    if not m:
+        raise AssertionError(f"statement does not start with {prefix!r}")
+    return sql[m.end():]
+
+
+def _typed(store: Store, table: str, source: str, columns: list[str]) -> str:
+    """``source``'s columns (named ``columns``, in order) as a relation with ``table``'s columns and types, in
+    the table's order: what an ``INSERT INTO table (columns)`` of ``source`` would store."""
+    types = store.rows("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+                       "AND schema_name = 'main' ORDER BY column_index", [table])
+    given = set(columns)
+    cols = ", ".join(f"CAST(t.{c} AS {ty}) AS {c}" if c in given else f"NULL::{ty} AS {c}" for c, ty in types)
+    return f"SELECT {cols} FROM ({source}) t({', '.join(columns)})"
+
+
+def _final_body(cfg: Config) -> str:
+    from runaudit.ingest import compile_insert_sql
+
+    final_sqls, map_params = compile_insert_sql(cfg, ts_expr=_TS_FROM_ARGS)
+    return inline_params(_body(final_sqls[0], r"CREATE OR REPLACE TEMP TABLE _final AS"), {}, map_params)
+
+
+def compile_time_sql(cfg: Config) -> str:
+    """The statement that reads the line's logged time text (same parameters as :func:`compile_one_line_sql`)."""
+    return f"{_ARGS_CTE}, _final AS ({_final_body(cfg)}\n)\nSELECT ts_raw FROM _final"
+
+
+def compile_ts_parse_sql() -> str:
+    """The run's time from a logged time text (``$1``), with the window's own expression."""
+    from runaudit.ingest import ts_parse_sql
+
+    return f"SELECT {ts_parse_sql('ts_raw')} FROM (SELECT $1::VARCHAR AS ts_raw)"
+
+
+def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
+    """The one-line statement for ``cfg`` (parameters ``$1`` line, ``$2`` fallback time, ``$3`` source, ``$4`` the
+    run's logged time as read by :func:`compile_ts_parse_sql`), over the schema of ``store`` (a migrated runaudit
+    database)."""
+    from runaudit.classify import _classify_sql
+    from runaudit.engine import RESULT_SQL
+    from runaudit.ingest import _COLUMNS, INSERT_RUNS_SQL, KEYS_SQL
+
+    final = _final_body(cfg)
+    keys = _body(KEYS_SQL, r"CREATE OR REPLACE TEMP TABLE _keys AS")
+    if "ANTI JOIN runs r" not in INSERT_RUNS_SQL:
+        raise AssertionError("INSERT_RUNS_SQL no longer reads the runs it skips as `runs r`")
+    new = inline_params(_body(INSERT_RUNS_SQL, r"INSERT INTO runs \([^)]*\)").replace("ANTI JOIN runs r",
+                                                                                   "ANTI JOIN _no_runs r"),
+                        {"next_rid": 0, "ingest_id": 1}, keep=_PER_CALL)
+    run_cols = [c.strip() for c in _COLUMNS.split(",")] + ["record_hash2", "record_occ"]
+    cls_sql, cls_params = _classify_sql(cfg, reuse=False)
+    cls = inline_params(_body(cls_sql, r"INSERT INTO classifications"),
+                        {**cls_params[0], "ruleset": ruleset, "after": 0, "hi": 1, "words": list(cfg.success_words)})
+    cls_cols = [r[0] for r in store.rows("SELECT column_name FROM duckdb_columns() WHERE table_name = "
+                                         "'classifications' AND schema_name = 'main' ORDER BY column_index")]
+    result = inline_params(RESULT_SQL, {"ruleset": ruleset})
+    return f"""
+{_ARGS_CTE}, _final AS ({final}
+), _occ AS (SELECT NULL::UBIGINT AS h, NULL::UBIGINT AS h2, NULL::BIGINT AS n WHERE false
+), _keys AS ({keys}
+), _no_runs AS (SELECT NULL::UBIGINT AS record_hash, NULL::UBIGINT AS record_hash2, NULL::INTEGER AS record_bytes,
+                       NULL::INTEGER AS record_occ WHERE false
+), runs AS ({_typed(store, "runs", new, run_cols)}
+), judge_runs AS (SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS content_hash WHERE false
+), judge_verdicts AS (SELECT NULL::VARCHAR AS content_hash, NULL::VARCHAR AS verdict, NULL::TIMESTAMP AS judged_at
+                      WHERE false
+), classifications AS ({_typed(store, "classifications", cls, cls_cols)}
+), _special AS (
+  -- what the window does more for a line than parse, key and insert it: assemble a stream, unfold OTLP spans
+  SELECT count(*) FILTER (WHERE (ev_type IS NOT NULL AND ev_type <> 'error') OR shape = 'otlp') AS _special
+  FROM _final
+)
+SELECT _special.*, res.* FROM _special LEFT JOIN ({result}) res ON true
+"""

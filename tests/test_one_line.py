@@ -1,0 +1,136 @@
+"""The one-line prepared statement (runaudit.one_line) gives exactly what the ingest window and the classifier give.
+
+Every comparison is against the general path of the same engine (Engine.load_lines: the window's statements on
+tables, then classify) or against the audit of a real file; the database is a real DuckDB throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import runaudit
+from runaudit.classify import classify
+from runaudit.config import Config, load_config, parse_config
+from runaudit.engine import RESULT_SQL, Engine, _table
+from runaudit.errors import UsageError
+from runaudit.ingest import discover, ingest
+from runaudit.one_line import inline_params, literal
+from runaudit.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_logs"
+MTIME = 1_780_000_000.0
+
+
+def _general(eng: Engine, line: str) -> tuple[list[dict[str, Any]], Any]:
+    _, ruleset = eng.load_lines([line], mtime=MTIME)
+    tbl = _table(eng.store.con.sql(RESULT_SQL, params={"ruleset": ruleset}).arrow())
+    return tbl.to_pylist(), tbl.schema
+
+
+def _assert_same(eng: Engine, line: str) -> bool:
+    """The one-line result equals the window's, row for row and type for type; True if the one-line path ran."""
+    one = eng._run_one(line, "<inline>", MTIME)
+    if one is None:
+        return False
+    rows, schema = _general(eng, line)
+    assert one.runs.schema == schema, line[:200]
+    assert one.runs.to_pylist() == rows, line[:200]
+    return True
+
+
+def _sample_lines() -> list[str]:
+    out = []
+    for p in discover([SAMPLE]):
+        if p.endswith(".jsonl"):
+            out += [x for x in Path(p).read_text(encoding="utf-8").split("\n") if x.strip()]
+    return out
+
+
+def test_the_one_line_statement_gives_the_windows_rows_on_sample_lines() -> None:
+    eng = Engine(load_config(SAMPLE / "runaudit.toml"))
+    lines = _sample_lines()
+    taken = sum(_assert_same(eng, line) for line in lines[::2])
+    assert eng._one is True
+    # stream events and OTLP exports go the general way; everything else takes the one-line statement
+    assert taken >= 0.85 * len(lines[::2])
+
+
+def _body(ts: Any) -> str:
+    rec: dict[str, Any] = {"run_id": "r1", "task_id": "t", "prompt": "p",
+                           "response": {"type": "message", "role": "assistant", "stop_reason": "end_turn",
+                                        "content": [{"type": "text", "text": "Done: the report is attached."}]}}
+    if ts is not None:
+        rec["ts"] = ts
+    return json.dumps(rec)
+
+
+@pytest.mark.parametrize("ts", [None, "2026-03-04T05:06:07Z", "2026-03-04T05:06:07.123456+02:00",
+                                "2026-03-04 05:06:07", "2026-03-04", "Tue, 03 Mar 2026 05:06:07 GMT",
+                                1_772_600_000, 1_772_600_000_123, 1_772_600_000_123_456, 1_772_600_000_123_456_789,
+                                "1772600000.5", "yesterday", "9999-01-01T00:00:00Z", "1969-12-31T00:00:00Z", "",
+                                " 2026-03-04T05:06:07Z "])
+def test_a_logged_time_is_read_as_the_window_reads_it(ts: Any) -> None:
+    eng = Engine()
+    assert _assert_same(eng, _body(ts))
+
+
+def _cases() -> list[tuple[str, dict[str, Any], str]]:
+    out = []
+    for f in sorted((ROOT / "tests" / "rules" / "cases").glob("*.yml")):
+        for name, case in yaml.safe_load(f.read_text(encoding="utf-8")).items():
+            for i, r in enumerate(case["records"]):
+                out.append((f"{f.stem}::{name}::{i}", case, r if isinstance(r, str) else json.dumps(r)))
+    return out
+
+
+@pytest.mark.parametrize("case, line", [(c, x) for _, c, x in _cases()], ids=[n for n, _, _ in _cases()])
+def test_each_rule_case_record_alone_gets_the_audits_verdict(case: dict[str, Any], line: str,
+                                                             tmp_path: Path) -> None:
+    """Under the case's own config (done-conditions, field maps, thresholds): check_record of the record equals
+    the audit of a file holding only that record, and the one-line path equals the window's."""
+    cfg = parse_config(tomllib.loads(case["config"])) if "config" in case else Config()
+    log = tmp_path / "one.jsonl"
+    log.write_text(line + "\n", encoding="utf-8")
+    with Store.open(":memory:") as store:
+        ingest(store, [log], cfg)
+        classify(store, cfg)
+        audited = store.query("SELECT c.outcome, c.rule_code, c.sub_reason, c.refusal_score, c.done_failures, "
+                              "c.idem_key AS review_key FROM runs r JOIN classifications c USING (rid)").to_dicts()
+    eng = Engine(cfg)
+    _assert_same(eng, line)
+    if len(audited) != 1:
+        return  # a stream event alone or a line the audit quarantines: no verdict of its own
+    v = runaudit.check_record(line, config=cfg)
+    assert {k: getattr(v, k) for k in audited[0]} == audited[0]
+
+
+def test_lines_the_window_does_more_for_go_the_general_way() -> None:
+    eng = Engine()
+    start = json.dumps({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant",
+                                                            "content": [], "model": "claude"}})
+    otlp = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "chat", "attributes": []}]}]}]})
+    for line in (start, otlp, "not json", "[1, 2]", "{}", ""):
+        assert eng._run_one(line, "<inline>", MTIME) is None, line
+    with pytest.raises(UsageError):
+        runaudit.check_record("not json")
+
+
+def test_parameters_are_written_as_literals_outside_strings_and_comments() -> None:
+    sql = "SELECT $a, ?, '$a ?', \"$a\" -- $b ?\n, $keep, 'it''s $a'"
+    out = inline_params(sql, {"a": "it's"}, [[1, 2]], keep={"keep": "$1"})
+    assert out == "SELECT 'it''s', [1, 2], '$a ?', \"$a\" -- $b ?\n, $1, 'it''s $a'"
+    with pytest.raises(KeyError):
+        inline_params("SELECT $missing", {})
+    with pytest.raises(KeyError):
+        inline_params("SELECT ?, ?", {}, [1])
+    assert literal(["a", "b'"]) == "['a', 'b''']::VARCHAR[]"
+    assert literal(None) == "NULL" and literal(True) == "true" and literal(1.5) == "1.5::DOUBLE"
+    with pytest.raises(ValueError):
+        literal("a\x00b")
