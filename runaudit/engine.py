@@ -98,14 +98,17 @@ class Engine:
         stream event, an OTLP export, a line the window would quarantine, a NUL character)."""
         import duckdb
 
-        from runaudit.one_line import compile_one_line_sql, compile_time_sql, compile_ts_parse_sql, literal
+        from runaudit.one_line import compile_one_line_sql, compile_ts_parse_sql, guess_ts_text, literal
 
         if self._one is False or "\x00" in line or "\x00" in source:
+            return None
+        try:
+            (line + source).encode("utf-8")  # a lone surrogate: the general path replaces it, as the reader does
+        except UnicodeEncodeError:
             return None
         con = self.store.con
         if self._one is None:
             try:
-                con.execute("PREPARE ra_time AS " + compile_time_sql(self.cfg))
                 con.execute("PREPARE ra_one AS " + compile_one_line_sql(self.store, self.cfg, self.ruleset))
             except (duckdb.Error, KeyError, AssertionError, TypeError, ValueError):
                 self._one = False
@@ -115,19 +118,28 @@ class Engine:
             self._one = True
         # values of the types the statements were prepared with (see runaudit.one_line)
         head = f"{literal(line)}::VARCHAR, TIMESTAMP {literal(_mtime_ts(mtime))}, {literal(source)}::VARCHAR"
-        ts = "NULL::TIMESTAMP"
-        raw = con.sql(f"EXECUTE ra_time({head}, NULL::TIMESTAMP)").fetchall()
-        if raw and raw[0][0] is not None:
-            parsed = con.execute(self._ts_sql, [raw[0][0]]).fetchall()[0][0]
-            if parsed is not None:
-                ts = f"TIMESTAMP '{parsed.isoformat(sep=' ')}'"
-        tbl = _table(con.sql(f"EXECUTE ra_one({head}, {ts})").arrow())
+        # The statement is given the run's time, parsed from a guess at the logged time text, and says which text
+        # the window read; a wrong guess is parsed again from that text and the statement run again.
+        text = guess_ts_text(line)
+        for _ in range(2):
+            ts = "NULL::TIMESTAMP"
+            if text is not None:
+                parsed = con.execute(self._ts_sql, [text]).fetchall()[0][0]
+                if parsed is not None:
+                    ts = f"TIMESTAMP '{parsed.isoformat(sep=' ')}'"
+            tbl = _table(con.sql(f"EXECUTE ra_one({head}, {ts})").arrow())
+            read = tbl["_ts_raw"][0].as_py() if tbl.num_rows == 1 else None
+            if read == text:
+                break
+            text = read
+        else:
+            return None
         if tbl.num_rows != 1 or tbl["_special"][0].as_py() or tbl["rid"][0].as_py() is None:
             return None
         assert self._no_quarantine is not None
         counts = {"lines": 1, "end_offset": len(line) + 1, "held": 0, "ingested": 1, "runs_added": 1,
                   "duplicates": 0, "blank": 0, "quarantined": 0, "not_calls": 0, "spans_other": 0}
-        return Batch(runs=tbl.drop_columns(["_special"]), quarantine=self._no_quarantine, counts=counts,
+        return Batch(runs=tbl.drop_columns(["_special", "_ts_raw"]), quarantine=self._no_quarantine, counts=counts,
                      ruleset=self.ruleset)
 
     def load_lines(self, lines: list[str], *, source: str = "<inline>",

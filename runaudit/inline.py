@@ -233,8 +233,16 @@ def to_record(response: Any, *, task_id: str | None = None, prompt: str | None =
 
 
 def record_line(record: dict[str, Any]) -> str:
-    """The one JSON line a record is logged as (no newline inside it: JSON escapes every control character)."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+    """The one JSON line a record is logged as (no newline inside it: JSON escapes every control character).
+
+    A record holding a lone UTF-16 surrogate (text no UTF-8 file can hold) is written with every non-ASCII
+    character escaped, as ``json.dumps`` does by default; the audit reads such an escape as U+FFFD."""
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
+    return line
 
 
 # -- config ----------------------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ table expressions named like the tables they stand for (``_chunk``, ``_final``, 
 ``EXECUTE`` with the line. The configuration's parameters are written into the text as literals once.
 
 DuckDB binds and optimises again at every ``EXECUTE`` a statement that casts text to ``TIMESTAMPTZ`` (its result
-depends on the session's time zone), and the window reads a logged time that way. So a call runs three
-statements: the prepared ``TIME_SQL`` reads the line's logged time text (``ts_raw``, the window's own
-expressions, the rest pruned away); a small statement turns it into the run's time with the window's own
-expression (:func:`runaudit.ingest.ts_parse_sql`); the prepared ``ONE_LINE_SQL`` does the rest, given that time.
+depends on the session's time zone), and the window reads a logged time that way. So the statement is given the
+run's time (``$4``), parsed by a small statement with the window's own expression
+(:func:`runaudit.ingest.ts_parse_sql`) from a guess at the logged time text (:func:`guess_ts_text`), and returns
+the text the window actually read (``_ts_raw``): when the guess was wrong, the caller parses that text and runs
+the statement again, so the time is always the window's.
 
 It covers the line that makes one run with no more work than the window's statements (a flat record, a wrapped
 or raw provider body, a batch line, an agent result, an error body). A line that is a stream event or an OTLP
@@ -23,6 +24,7 @@ export, or that the window would quarantine, is sent back to the general path (t
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -128,9 +130,20 @@ def _final_body(cfg: Config) -> str:
     return inline_params(_body(final_sqls[0], r"CREATE OR REPLACE TEMP TABLE _final AS"), {}, map_params)
 
 
-def compile_time_sql(cfg: Config) -> str:
-    """The statement that reads the line's logged time text (same parameters as :func:`compile_one_line_sql`)."""
-    return f"{_ARGS_CTE}, _final AS ({_final_body(cfg)}\n)\nSELECT ts_raw FROM _final"
+def guess_ts_text(line: str) -> str | None:
+    """The logged time text the window most likely reads from ``line``: its top-level ``ts``, as text (the field
+    a flat or wrapped record, and :func:`runaudit.inline.log_call`, log the time in). Only a guess: the
+    statement reports the text it read and a wrong guess costs a second run, never a wrong time."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    v = rec.get("ts") if isinstance(rec, dict) else None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return json.dumps(v)
+    return None
 
 
 def compile_ts_parse_sql() -> str:
@@ -175,7 +188,8 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
 ), classifications AS ({_typed(store, "classifications", cls, cls_cols)}
 ), _special AS (
   -- what the window does more for a line than parse, key and insert it: assemble a stream, unfold OTLP spans
-  SELECT count(*) FILTER (WHERE (ev_type IS NOT NULL AND ev_type <> 'error') OR shape = 'otlp') AS _special
+  SELECT count(*) FILTER (WHERE (ev_type IS NOT NULL AND ev_type <> 'error') OR shape = 'otlp') AS _special,
+         max(ts_raw) AS _ts_raw
   FROM _final
 )
 SELECT _special.*, res.* FROM _special LEFT JOIN ({result}) res ON true

@@ -134,3 +134,22 @@ def test_parameters_are_written_as_literals_outside_strings_and_comments() -> No
     assert literal(None) == "NULL" and literal(True) == "true" and literal(1.5) == "1.5::DOUBLE"
     with pytest.raises(ValueError):
         literal("a\x00b")
+
+
+def test_a_lone_surrogate_is_read_as_the_audit_reads_it(tmp_path: Path) -> None:
+    """Text no UTF-8 file can hold: check() logs it escaped (as json.dumps does by default) and gives the
+    verdict the audit of that log gives; a line given with one is read with U+FFFD, never a database error."""
+    body = {"type": "message", "role": "assistant", "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "I can\u2019t help with that \ud800 request."}]}
+    v = runaudit.check(body, task_id="t", prompt="p", run_id="r1", ts="2026-03-04T05:06:07Z")
+    assert "\\ud800" in v.line
+    log = tmp_path / "calls.jsonl"
+    runaudit.log_call(log, v)
+    with Store.open(":memory:") as store:
+        ingest(store, [log], Config())
+        classify(store, Config())
+        a = store.query("SELECT c.outcome, c.rule_code, c.refusal_score, c.idem_key AS review_key FROM runs r "
+                        "JOIN classifications c USING (rid)").to_dicts()
+    assert [{k: getattr(v, k) for k in a[0]}] == a
+    w = runaudit.check_record('{"run_id": "r2", "response": "fine \ud800 text"}')
+    assert w.outcome == "ok" and "invalid_utf8_replaced" in w.run["notes"]

@@ -335,15 +335,25 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
 def records_window(line_nos: list[int], lines: list[str], end_offset: int,
                    parts: list[int] | None = None) -> Window:
     """A window of records that did not come from reading lines (a JSON document's elements, a database's
-    rows): complete, valid UTF-8, numbered by the caller; ``parts`` numbers records that share a line number."""
+    rows, lines given in memory): complete, numbered by the caller; ``parts`` numbers records that share a line
+    number. A text that is not valid UTF-8 (a lone surrogate) has it replaced by U+FFFD and is flagged
+    ``bad_utf8``, as the reader does with invalid bytes."""
     n = len(lines)
+    bad = [False] * n
+    for i, s in enumerate(lines):
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            lines = list(lines)
+            lines[i] = s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            bad[i] = True
     cols: dict[str, pa.Array] = {"line_no": pa.array(line_nos, pa.int64())}
     if parts is not None:
         cols["part"] = pa.array(parts, pa.int64())
     cols.update({
         "byte_offset": pa.array([0] * n, pa.int64()),
         "line": pa.array(lines, pa.string()),
-        "bad_utf8": pa.array([False] * n),
+        "bad_utf8": pa.array(bad),
         "too_long": pa.array([False] * n),
         "orig_len": pa.array([len(s.encode()) for s in lines], pa.int64()),
         "padded": pa.array([False] * n),
