@@ -95,9 +95,11 @@ class Engine:
 
     def _run_one(self, line: str, source: str, mtime: float | None) -> Batch | None:
         """One line through the prepared one-line statement, or None where the general path must run it (a
-        stream event, an OTLP export, a line the window would quarantine, a NUL character)."""
+        stream event, an OTLP export, a line the window would quarantine, a NUL character, a lone
+        surrogate)."""
         import duckdb
 
+        from runaudit.ingest.reader import too_long
         from runaudit.one_line import compile_one_line_sql, compile_ts_parse_sql, guess_ts_text, literal
 
         if self._one is False or "\x00" in line or "\x00" in source:
@@ -106,6 +108,8 @@ class Engine:
             (line + source).encode("utf-8")  # a lone surrogate: the general path replaces it, as the reader does
         except UnicodeEncodeError:
             return None
+        if too_long([line], self.cfg.max_line_bytes)[0]:
+            return None  # quarantined by the general path, as the reader would
         con = self.store.con
         if self._one is None:
             try:
@@ -152,7 +156,8 @@ class Engine:
         s = self.store
         for t in ("runs", "classifications", "quarantine"):
             s.run(f"DELETE FROM {t}")
-        win = records_window(list(range(1, len(lines) + 1)), lines, sum(len(x) + 1 for x in lines))
+        win = records_window(list(range(1, len(lines) + 1)), lines, sum(len(x) + 1 for x in lines),
+                             max_line=self.cfg.max_line_bytes)
         ctx: dict[str, Any] = {
             "file": source, "ingest_id": 1, "max_line": self.cfg.max_line_bytes, "next_rid": 0, "line0": 0,
             "mtime_ts": _mtime_ts(mtime),

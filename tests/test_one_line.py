@@ -153,3 +153,22 @@ def test_a_lone_surrogate_is_read_as_the_audit_reads_it(tmp_path: Path) -> None:
     assert [{k: getattr(v, k) for k in a[0]}] == a
     w = runaudit.check_record('{"run_id": "r2", "response": "fine \ud800 text"}')
     assert w.outcome == "ok" and "invalid_utf8_replaced" in w.run["notes"]
+
+
+def test_a_line_the_reader_would_not_parse_is_quarantined_by_the_check_too(tmp_path: Path) -> None:
+    """Longer than [ingest] max_line_bytes, or holding more '[' and '{' than the reader parses: the audit
+    quarantines it (line_too_long, too_complex), and check_record refuses it with the same reason."""
+    from runaudit.ingest.reader import MAX_CONTAINERS
+
+    short = parse_config({"ingest": {"max_line_bytes": 2000}})
+    long_line = json.dumps({"run_id": "r1", "response": "x" * 3000})
+    deep = json.dumps({"run_id": "r2", "response": "[" * (MAX_CONTAINERS + 1)})
+    for line, reason, cfg in ((long_line, "line_too_long", short), (deep, "too_complex", Config())):
+        log = tmp_path / f"{reason}.jsonl"
+        log.write_text(line + "\n", encoding="utf-8")
+        with Store.open(":memory:") as store:
+            ingest(store, [log], cfg)
+            assert store.rows("SELECT reason FROM quarantine") == [(reason,)]
+            assert store.scalar("SELECT count(*) FROM runs") == 0
+        with pytest.raises(UsageError, match=reason):
+            runaudit.check_record(line, config=cfg)

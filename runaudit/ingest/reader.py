@@ -332,12 +332,20 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
             return
 
 
+def too_long(lines: list[str], max_line: int) -> list[bool]:
+    """The reader's ``too_long`` flag for lines given as text: longer than ``max_line`` bytes, or holding more
+    than ``MAX_CONTAINERS`` '[' and '{' (inside strings too), as :func:`_lines_table` counts them per line."""
+    return [len(s.encode("utf-8", "surrogatepass")) > max_line or s.count("[") + s.count("{") > MAX_CONTAINERS
+            for s in lines]
+
+
 def records_window(line_nos: list[int], lines: list[str], end_offset: int,
-                   parts: list[int] | None = None) -> Window:
+                   parts: list[int] | None = None, max_line: int | None = None) -> Window:
     """A window of records that did not come from reading lines (a JSON document's elements, a database's
     rows, lines given in memory): complete, numbered by the caller; ``parts`` numbers records that share a line
     number. A text that is not valid UTF-8 (a lone surrogate) has it replaced by U+FFFD and is flagged
-    ``bad_utf8``, as the reader does with invalid bytes."""
+    ``bad_utf8``, as the reader does with invalid bytes. With ``max_line``, a record the reader would not parse
+    (too long, too many containers) is flagged ``too_long`` as the reader flags it, and is quarantined."""
     n = len(lines)
     bad = [False] * n
     for i, s in enumerate(lines):
@@ -354,7 +362,7 @@ def records_window(line_nos: list[int], lines: list[str], end_offset: int,
         "byte_offset": pa.array([0] * n, pa.int64()),
         "line": pa.array(lines, pa.string()),
         "bad_utf8": pa.array(bad),
-        "too_long": pa.array([False] * n),
+        "too_long": pa.array(too_long(lines, max_line) if max_line is not None else [False] * n),
         "orig_len": pa.array([len(s.encode()) for s in lines], pa.int64()),
         "padded": pa.array([False] * n),
     })
