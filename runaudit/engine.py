@@ -60,7 +60,7 @@ class Engine:
         self.store.run("SET threads = 1")
         self._final_sql, self._map_params = compile_insert_sql(self.cfg)
         self._lock = threading.RLock()
-        # the one-line statement (runaudit.one_line), prepared on first use; False when it could not be
+        # the one-line statement (runaudit.one_line): None until prepared on first use, False if it could not be
         self._one: bool | None = None
         self._no_quarantine: pa.Table | None = None
         self._ts_sql = ""
@@ -105,10 +105,11 @@ class Engine:
         if self._one is False or "\x00" in line or "\x00" in source:
             return None
         try:
-            (line + source).encode("utf-8")  # a lone surrogate: the general path replaces it, as the reader does
+            nbytes = len(line.encode("utf-8"))
+            source.encode("utf-8")
         except UnicodeEncodeError:
-            return None
-        if too_long([line], self.cfg.max_line_bytes)[0]:
+            return None  # a lone surrogate: the general path replaces it, as the reader does
+        if too_long([line], [nbytes], self.cfg.max_line_bytes)[0]:
             return None  # quarantined by the general path, as the reader would
         con = self.store.con
         if self._one is None:

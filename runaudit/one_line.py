@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 # A string literal, a quoted identifier, a comment, a named parameter or a positional one: literals and comments
 # are kept as they are, so a "$" or "?" inside them is never taken for a parameter.
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\$[A-Za-z_][A-Za-z0-9_]*|\?")
-# The statement's own parameters: the line, the time a run without a logged time takes, the source name. DuckDB
-# binds and plans a prepared statement again at each EXECUTE (seconds for this one) when a parameter is read
-# twice, is read without a cast, or is given a value of another type: so each is read once, cast, in the
-# one-row ``_args``, and EXECUTE passes values of those types; the statements read them from there.
+# The statement's own parameters: the line, the time a run without a logged time takes, the source name, the
+# run's logged time (see below). DuckDB binds and plans a prepared statement again at each EXECUTE (seconds for
+# this one) when a parameter is read twice, is read without a cast, or is given a value of another type: so each
+# is read once, cast, in the one-row ``_args``, and EXECUTE passes values of those types; the statements read
+# them from there.
 _PER_CALL = {"mtime": "(SELECT a_mtime FROM _args)", "file": "(SELECT a_file FROM _args)"}
 _TS_FROM_ARGS = "(SELECT a_ts FROM _args)"
 _ARGS_CTE = """WITH _args AS (SELECT $1::VARCHAR AS a_line, $2::TIMESTAMP AS a_mtime, $3::VARCHAR AS a_file,
@@ -113,21 +114,27 @@ def _body(sql: str, prefix: str) -> str:
     return sql[m.end():]
 
 
-def _typed(store: Store, table: str, source: str, columns: list[str]) -> str:
-    """``source``'s columns (named ``columns``, in order) as a relation with ``table``'s columns and types, in
-    the table's order: what an ``INSERT INTO table (columns)`` of ``source`` would store."""
-    types = store.rows("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
-                       "AND schema_name = 'main' ORDER BY column_index", [table])
+def _columns(store: Store, table: str) -> list[tuple[str, str]]:
+    """``table``'s columns and their types, in the table's order."""
+    return store.rows("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+                      "AND schema_name = 'main' ORDER BY column_index", [table])
+
+
+def _typed(store: Store, table: str, source: str, columns: list[str] | None = None) -> str:
+    """``source``'s columns (named ``columns``, in order; default the table's own) as a relation with ``table``'s
+    columns and types, in the table's order: what an ``INSERT INTO table (columns)`` of ``source`` would store."""
+    types = _columns(store, table)
+    columns = columns or [c for c, _ in types]
     given = set(columns)
     cols = ", ".join(f"CAST(t.{c} AS {ty}) AS {c}" if c in given else f"NULL::{ty} AS {c}" for c, ty in types)
     return f"SELECT {cols} FROM ({source}) t({', '.join(columns)})"
 
 
 def _final_body(cfg: Config) -> str:
-    from runaudit.ingest import compile_insert_sql
+    from runaudit.ingest import _insert_sql
 
-    final_sqls, map_params = compile_insert_sql(cfg, ts_expr=_TS_FROM_ARGS)
-    return inline_params(_body(final_sqls[0], r"CREATE OR REPLACE TEMP TABLE _final AS"), {}, map_params)
+    final_sql, map_params = _insert_sql(cfg, ts_expr=_TS_FROM_ARGS)
+    return inline_params(_body(final_sql, r"CREATE OR REPLACE TEMP TABLE _final AS"), {}, map_params)
 
 
 def guess_ts_text(line: str) -> str | None:
@@ -172,8 +179,6 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
     cls_sql, cls_params = _classify_sql(cfg, reuse=False)
     cls = inline_params(_body(cls_sql, r"INSERT INTO classifications"),
                         {**cls_params[0], "ruleset": ruleset, "after": 0, "hi": 1, "words": list(cfg.success_words)})
-    cls_cols = [r[0] for r in store.rows("SELECT column_name FROM duckdb_columns() WHERE table_name = "
-                                         "'classifications' AND schema_name = 'main' ORDER BY column_index")]
     result = inline_params(RESULT_SQL, {"ruleset": ruleset})
     return f"""
 {_ARGS_CTE}, _final AS ({final}
@@ -185,7 +190,7 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
 ), judge_runs AS (SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS content_hash WHERE false
 ), judge_verdicts AS (SELECT NULL::VARCHAR AS content_hash, NULL::VARCHAR AS verdict, NULL::TIMESTAMP AS judged_at
                       WHERE false
-), classifications AS ({_typed(store, "classifications", cls, cls_cols)}
+), classifications AS ({_typed(store, "classifications", cls)}
 ), _special AS (
   -- what the window does more for a line than parse, key and insert it: assemble a stream, unfold OTLP spans
   SELECT count(*) FILTER (WHERE (ev_type IS NOT NULL AND ev_type <> 'error') OR shape = 'otlp') AS _special,

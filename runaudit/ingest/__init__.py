@@ -335,12 +335,10 @@ ANTI JOIN quarantine x ON x.line_hash = k.h AND x.line_hash2 = k.h2 AND x.line_o
 """
 
 
-def compile_insert_sql(cfg: Config, ts_expr: str | None = None) -> tuple[tuple[str, str, str], list[Any]]:
+def compile_insert_sql(cfg: Config) -> tuple[tuple[str, str, str], list[Any]]:
     """The parse-and-normalise statement of a window under ``cfg`` (plain lines, raw SSE text, OTel span parts)
-    and its ``[ingest.map]`` parameters: what :func:`process_window` runs (``ts_expr``: see :func:`_insert_sql`)."""
-    plain_sql, map_params = _insert_sql(cfg, ts_expr=ts_expr)
-    if ts_expr is not None:
-        return (plain_sql, plain_sql, plain_sql), map_params
+    and its ``[ingest.map]`` parameters: what :func:`process_window` runs."""
+    plain_sql, map_params = _insert_sql(cfg)
     return (plain_sql, _insert_sql(cfg, sse=True)[0], _insert_sql(cfg, parts=True)[0]), map_params
 
 

@@ -332,11 +332,11 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
             return
 
 
-def too_long(lines: list[str], max_line: int) -> list[bool]:
-    """The reader's ``too_long`` flag for lines given as text: longer than ``max_line`` bytes, or holding more
-    than ``MAX_CONTAINERS`` '[' and '{' (inside strings too), as :func:`_lines_table` counts them per line."""
-    return [len(s.encode("utf-8", "surrogatepass")) > max_line or s.count("[") + s.count("{") > MAX_CONTAINERS
-            for s in lines]
+def too_long(lines: list[str], nbytes: list[int], max_line: int) -> list[bool]:
+    """The reader's ``too_long`` flag for lines given as text (``nbytes``: each one's length in UTF-8): longer than
+    ``max_line`` bytes, or holding more than ``MAX_CONTAINERS`` '[' and '{' (inside strings too), as
+    :func:`_lines_table` counts them per line."""
+    return [n > max_line or s.count("[") + s.count("{") > MAX_CONTAINERS for s, n in zip(lines, nbytes, strict=True)]
 
 
 def records_window(line_nos: list[int], lines: list[str], end_offset: int,
@@ -347,23 +347,27 @@ def records_window(line_nos: list[int], lines: list[str], end_offset: int,
     ``bad_utf8``, as the reader does with invalid bytes. With ``max_line``, a record the reader would not parse
     (too long, too many containers) is flagged ``too_long`` as the reader flags it, and is quarantined."""
     n = len(lines)
-    bad = [False] * n
-    for i, s in enumerate(lines):
+    texts: list[str] = []
+    bad: list[bool] = []
+    nbytes: list[int] = []
+    for s in lines:
         try:
-            s.encode("utf-8")
+            nbytes.append(len(s.encode("utf-8")))
+            bad.append(False)
         except UnicodeEncodeError:
-            lines = list(lines)
-            lines[i] = s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-            bad[i] = True
+            s = s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            nbytes.append(len(s.encode("utf-8")))
+            bad.append(True)
+        texts.append(s)
     cols: dict[str, pa.Array] = {"line_no": pa.array(line_nos, pa.int64())}
     if parts is not None:
         cols["part"] = pa.array(parts, pa.int64())
     cols.update({
         "byte_offset": pa.array([0] * n, pa.int64()),
-        "line": pa.array(lines, pa.string()),
+        "line": pa.array(texts, pa.string()),
         "bad_utf8": pa.array(bad),
-        "too_long": pa.array(too_long(lines, max_line) if max_line is not None else [False] * n),
-        "orig_len": pa.array([len(s.encode()) for s in lines], pa.int64()),
+        "too_long": pa.array(too_long(texts, nbytes, max_line) if max_line is not None else [False] * n),
+        "orig_len": pa.array(nbytes, pa.int64()),
         "padded": pa.array([False] * n),
     })
     return Window(table=pa.table(cols), end_offset=end_offset, lines=n, unterminated_last=False, eof=True)
