@@ -222,7 +222,7 @@ def to_record(response: Any, *, task_id: str | None = None, prompt: str | None =
                 raise UsageError("the response text is not JSON: pass the provider's response body") from e
         body = _dump(body)
         if not isinstance(body, dict):
-            raise UsageError(f"a response body is a JSON object; this is a {type(body).__name__} value"
+            raise UsageError(f"a response body is a JSON object; this one is of type {type(body).__name__}"
                              " (a list of stream events goes to check_record)")
         rec["response"] = body
     if status is not None:
