@@ -13,7 +13,7 @@ from runaudit.classify import classify
 from runaudit.config import Config, parse_config
 from runaudit.errors import ReviewStateError, UsageError
 from runaudit.ingest import ingest
-from runaudit.review import export_queue, resolve, review_queue
+from runaudit.review import export_queue, resolve, review_queue, status_counts
 from runaudit.store import Store
 from tests.conftest import flat, write_jsonl
 
@@ -115,6 +115,31 @@ def test_false_positive_verdict_persists_and_applies_to_future_runs(tmp_path: Pa
         ev = store.query("SELECT rule_outcome, signal, outcome FROM audit_runs WHERE overridden").to_dicts()
         assert all(r["rule_outcome"] == "declined" and r["signal"] == "refusal" and r["outcome"] == "ok" for r in ev)
         assert review_queue(store, "false-positive").height == 1 and review_queue(store, "open").height == 0
+
+
+def test_status_counts_count_the_queue_items_by_status(tmp_path: Path) -> None:
+    """The report's review counts are the items of the whole queue by status, counted without building them."""
+    other = "Summarise the attached contract."
+    runs = (_declines(0, 3) + _declines(1, 2, task="triage")
+            + [flat(run_id=f"o{i}", task_id="triage", prompt=other, stop_reason="refusal", text="") for i in range(2)]
+            + [flat(run_id="bare", task_id="triage", prompt="", stop_reason="refusal", text="")]
+            + [flat(run_id="cut", prompt=other, stop_reason="max_tokens", text="half an ans")]
+            + [flat(run_id="fine")])
+    with Store.open(tmp_path / "a.duckdb") as store:
+        ingest(store, [write_jsonl(tmp_path / "a.jsonl", runs)])
+        classify(store, Config())
+
+        def from_queue() -> dict[str, int]:
+            out = {"open": 0, "confirmed": 0, "false-positive": 0}
+            for st in review_queue(store, "all")["status"].to_list():
+                out[st] += 1
+            return out
+
+        assert status_counts(store) == from_queue() == {"open": 4, "confirmed": 0, "false-positive": 0}
+        keys = review_queue(store, "all")["key"].to_list()
+        resolve(store, keys[0], "confirmed")
+        resolve(store, keys[1], "false-positive")
+        assert status_counts(store) == from_queue() == {"open": 2, "confirmed": 1, "false-positive": 1}
 
 
 def test_resolve_rejects_unknown_keys_and_verdicts(store: Store, tmp_path: Path) -> None:
