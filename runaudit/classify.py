@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,9 @@ KEEP_RULESETS = 2
 # spilled to disk past a few hundred thousand runs (35 s at 400k against 13.8 s at 200k); batches by rid range
 # keep the working set flat. The batches run in one transaction, so a reader sees all of them or none.
 BATCH_RUNS = 100_000
+# Runs per statement when their scores are copied from the previous ruleset: no text is scored, so the working
+# set is a few narrow columns (plus the reply when a done-condition reads it); each statement costs ~0.1 s to plan.
+REUSE_BATCH_RUNS = 500_000
 
 
 def ruleset_hash(cfg: Config) -> str:
@@ -72,7 +76,16 @@ _PREV = ("(SELECT rid, refusal_score AS prev_score, refusal_kind AS prev_kind FR
          "WHERE ruleset = $prev)")
 
 
-def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, list[Any]]:
+def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
+                  part: str = "both") -> tuple[str, list[Any]]:
+    """The INSERT of one batch of classifications (rows with ``$after < rid <= $hi``).
+
+    ``part`` picks the runs a statement reads when the previous scores are reused over a prefix of rids:
+    ``"reused"`` only runs up to ``$prev_max`` (their scores copied; no score expression to plan), ``"fresh"``
+    only runs after it (scored), ``"both"`` a statement that holds both scans.
+    """
+    if part not in ("both", "fresh", "reused") or (part != "both" and not (reuse and prefix)):
+        raise ValueError(f"part={part!r} needs reuse over a prefix")
     case, case_params, meta_rows, sub = _compile(cfg)
     done = done_failures_sql(cfg)
     # The delivered text (reasoning left out) is scored, and so is each string value of a tool payload or a
@@ -92,7 +105,7 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, 
     # it: decompressing the text columns is most of the cost of a reclassification.
     delivered = delivered_sql("r.response_text")
     text_col = f"{delivered} AS response_text" if "response_text" in done.sql else "NULL::VARCHAR AS response_text"
-    fresh_from, fresh_where, reused = "runs r", "r.rid > $after AND r.rid <= $hi", ""
+    fresh_from, fresh_where, reused_where = "runs r", "r.rid > $after AND r.rid <= $hi", ""
     if reuse:
         if prefix:
             # The previous ruleset covers every run up to $prev_max: a range on rid splits the two scans, and
@@ -102,23 +115,27 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False) -> tuple[str, 
         else:
             fresh_from = f"runs r ANTI JOIN {_PREV} pc ON pc.rid = r.rid"
             reused_where = "r.rid > $after AND r.rid <= $hi"
-        reused = f"""
-        UNION ALL BY NAME
-        SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
+    reused_sel = f"""SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
         FROM runs r JOIN {_PREV} pc ON pc.rid = r.rid {_JUDGE_JOIN}
         WHERE {reused_where}"""
-    sql = f"""
-    INSERT INTO classifications
-    WITH fresh AS (
+    fresh_ctes = f"""fresh AS (
         SELECT {_BASE_COLS}, r.prompt, {delivered} AS response_text,
                {structured_sql("r.response_text", "r.tool_payload")} AS leaves
         FROM {fresh_from} {_JUDGE_JOIN}
         WHERE {fresh_where}
     ), scored0 AS (
         SELECT *, {score_expr} AS refusal_score FROM fresh
-    ), scored AS (
-        SELECT * EXCLUDE (prompt, leaves), {kind_expr} AS refusal_kind FROM scored0{reused}
-    ), dn AS (
+    ), """
+    if part == "reused":
+        scored = f"scored AS ({reused_sel})"
+        fresh_ctes = ""
+    else:
+        union = f"\n        UNION ALL BY NAME\n        {reused_sel}" if reuse and part == "both" else ""
+        scored = (f"scored AS (\n        SELECT * EXCLUDE (prompt, leaves), {kind_expr} AS refusal_kind "
+                  f"FROM scored0{union})")
+    sql = f"""
+    INSERT INTO classifications
+    WITH {fresh_ctes}{scored}, dn AS (
         -- a reply that was not logged (an OTel span without content capture: blank_text unknown) fails none
         SELECT *, CASE WHEN blank_text IS NULL AND text_chars IS NULL THEN []::VARCHAR[] ELSE {done.sql} END
                   AS done_failures FROM scored
@@ -162,6 +179,21 @@ def current_ruleset(store: Store) -> str | None:
     return store.get_meta("current_ruleset")
 
 
+def _batches(store: Store, cfg: Config, p: dict[str, Any], lo: int, top: int, reuse: bool, prefix: bool,
+             part: str) -> None:
+    """Insert the classifications of the runs with ``lo < rid <= top``, a batch of rids per statement."""
+    if lo >= top:
+        return
+    size = REUSE_BATCH_RUNS if part == "reused" else BATCH_RUNS
+    sql, params = _classify_sql(cfg, reuse, prefix, part)
+    named = set(re.findall(r"\$(\w+)", sql))
+    used = {k: v for k, v in {**p, **params[0]}.items() if k in named}
+    while lo < top:
+        hi = min(lo + size, top)
+        store.execute(sql, {**used, "after": lo, "hi": hi})
+        lo = hi
+
+
 def classify(store: Store, cfg: Config, *, force: bool = False) -> ClassifyResult:
     """Classify the runs not yet classified under the current ruleset (all of them if it changed)."""
     t0 = time.perf_counter()
@@ -191,15 +223,16 @@ def classify(store: Store, cfg: Config, *, force: bool = False) -> ClassifyResul
             prefix = n_prev == store.scalar("SELECT count(*) FROM runs WHERE rid <= ?", [prev_max])
             if prefix:
                 p["prev_max"] = prev_max
-        sql, params = _classify_sql(cfg, reuse, prefix)
-        p.update(params[0])
         before = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs]))
         top = int(store.scalar("SELECT coalesce(max(rid), 0) FROM runs"))
-        lo = after
-        while lo < top:
-            hi = min(lo + BATCH_RUNS, top)
-            store.execute(sql, {**p, "after": lo, "hi": hi})
-            lo = hi
+        if prefix:
+            # Two statements: the copied scores need no score expression, whose planning (~0.3 s) would
+            # otherwise be paid again for every batch of a reclassification.
+            prev_max = int(p["prev_max"])
+            _batches(store, cfg, p, after, min(prev_max, top), reuse, prefix, "reused")
+            _batches(store, cfg, p, max(after, prev_max), top, reuse, prefix, "fresh")
+        else:
+            _batches(store, cfg, p, after, top, reuse, prefix, "both")
         n = int(store.scalar("SELECT count(*) FROM classifications WHERE ruleset = ?", [rs])) - before
         seq = int(store.scalar("SELECT coalesce(max(seq), 0) + 1 FROM rulesets"))
         cfg_json = json.dumps({"detector": DETECTOR_VERSION, "config": cfg.fingerprint_data(),

@@ -107,6 +107,23 @@ def test_batches_of_runs_classify_exactly_like_one_batch(batch: int, monkeypatch
         res = classify(store, cfg, force=True)
         assert res.classified == len(whole) > 250
         assert store.rows(f"SELECT {cols} FROM classifications ORDER BY rid") == whole
-        # a rule change reuses the scores, batch by batch too
+        # a rule change reuses the scores, batch by batch too: the runs the previous ruleset covers are copied by
+        # one statement, the runs ingested since are scored by another, and together they equal a full pass
+        monkeypatch.setattr(classify_mod, "REUSE_BATCH_RUNS", batch)
+        late = [{"run_id": f"late-{i}", "task_id": "t", "status": "success", "http_status": 200,
+                 "prompt": "Summarise the thread.",
+                 "text": "I'm sorry, but I can't help with that." if i % 2 else "The thread agrees on Friday."}
+                for i in range(5)]
+        late_file = tmp_path / "late.jsonl"
+        late_file.write_text("".join(json.dumps(r) + "\n" for r in late), encoding="utf-8")
+        ingest(store, [late_file], cfg)
         res2 = classify(store, Config())
-        assert res2.reused_scores and res2.classified == len(whole)
+        assert res2.reused_scores and res2.classified == len(whole) + 5
+        split = store.rows(f"SELECT {cols} FROM classifications WHERE ruleset = ? ORDER BY rid", [res2.ruleset])
+        monkeypatch.setattr(classify_mod, "BATCH_RUNS", 10**9)
+        classify(store, Config(), force=True)
+        assert store.rows(f"SELECT {cols} FROM classifications WHERE ruleset = ? ORDER BY rid",
+                          [res2.ruleset]) == split
+        late_outcomes = dict(store.rows("SELECT r.run_id, c.outcome FROM runs r JOIN classifications c USING (rid) "
+                                        "WHERE c.ruleset = ? AND r.run_id LIKE 'late-%'", [res2.ruleset]))
+        assert late_outcomes == {f"late-{i}": "declined" if i % 2 else "ok" for i in range(5)}
