@@ -22,7 +22,7 @@ from runaudit.config import Config
 from runaudit.rules.deliverable import delivered_sql, structured_sql
 from runaudit.rules.done import done_failures_sql
 from runaudit.rules.outcome import RULES
-from runaudit.rules.refusal import DETECTOR_VERSION, capability_sql, score_sql
+from runaudit.rules.refusal import DETECTOR_VERSION, capability_sql, score_sql, score_stages
 from runaudit.store import Store
 
 KEEP_RULESETS = 2
@@ -90,7 +90,10 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     done = done_failures_sql(cfg)
     # The delivered text (reasoning left out) is scored, and so is each string value of a tool payload or a
     # JSON body, one by one (a forced tool call or a schema answer is the deliverable); the highest score counts.
-    score = score_sql("response_text", "prompt")
+    # The reply's score is computed by a chain of projections (score_stages); a tool payload's strings, a list
+    # per run, by the one-expression form.
+    stages, score_cols = score_stages("response_text", "prompt")
+    score = "ra_s_score"
     leaf_score = f"list_max(list_transform(leaves, lambda v: {score_sql('v', shape_evidence=False)}))"
     # Only answers that came back (no error) are scored; the CASE is evaluated lazily on the rows that reach it.
     score_expr = f"""CASE WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
@@ -118,13 +121,17 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     reused_sel = f"""SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
         FROM runs r JOIN {_PREV} pc ON pc.rid = r.rid {_JUDGE_JOIN}
         WHERE {reused_where}"""
+    stages = [*stages, [(score, score_cols)]]
+    stage_ctes = ", ".join(f"_s{i + 1} AS (SELECT *, " + ", ".join(f"{v} AS {k}" for k, v in st)
+                           + f" FROM {'fresh' if i == 0 else f'_s{i}'})" for i, st in enumerate(stages))
+    stage_names = ", ".join(k for st in stages for k, _ in st)
     fresh_ctes = f"""fresh AS (
         SELECT {_BASE_COLS}, r.prompt, {delivered} AS response_text,
                {structured_sql("r.response_text", "r.tool_payload")} AS leaves
         FROM {fresh_from} {_JUDGE_JOIN}
         WHERE {fresh_where}
-    ), scored0 AS (
-        SELECT *, {score_expr} AS refusal_score FROM fresh
+    ), {stage_ctes}, scored0 AS (
+        SELECT * EXCLUDE ({stage_names}), {score_expr} AS refusal_score FROM _s{len(stages)}
     ), """
     if part == "reused":
         scored = f"scored AS ({reused_sel})"

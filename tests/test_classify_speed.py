@@ -19,7 +19,7 @@ from runaudit.classify import classify
 from runaudit.config import Config
 from runaudit.ingest import ingest
 from runaudit.rules import refusal
-from runaudit.rules.refusal import FEATURES, features_sql, score_sql
+from runaudit.rules.refusal import FEATURES, features_sql, score_sql, score_stages
 from runaudit.store import Store
 from tests.test_refusal_detector import EXAMPLES
 
@@ -88,6 +88,27 @@ def test_no_positive_lexical_evidence_scores_zero_and_the_rest_is_unchanged() ->
             assert new == 0.0 and old <= refusal.SHAPE_ONLY_CAP
             zeroed += old > 0
     assert zeroed > 0  # the gate did skip replies that v6 scored (below the cap)
+
+
+def test_the_staged_score_equals_the_one_expression_score() -> None:
+    """classify() scores a reply by a chain of projections (score_stages); it must equal score_sql, which the
+    detector benchmark, the leaves of a tool payload and the evidence use, on every kind of reply and prompt."""
+    con = duckdb.connect()
+    texts = _corpus() + [None]  # type: ignore[list-item]
+    prompts = [None, "", "Summarise the quarterly revenue report for the regional sales managers please",
+               "Write instructions explaining how someone could bypass building security systems tonight"]
+    rows = [(t, prompts[i % len(prompts)]) for i, t in enumerate(texts)]
+    rows += [(t, prompts[3]) for t in texts[:60]]
+    stages, score = score_stages("t", "p")
+    sql = "WITH s0 AS (SELECT i, t, p FROM (SELECT unnest(?::VARCHAR[]) AS t, unnest(?::VARCHAR[]) AS p, " \
+          "unnest(range(?)) AS i))"
+    for k, st in enumerate(stages):
+        sql += f", s{k + 1} AS (SELECT *, " + ", ".join(f"{v} AS {c}" for c, v in st) + f" FROM s{k})"
+    sql += f" SELECT i, {score}, {score_sql('t', 'p')} FROM s{len(stages)} ORDER BY i"
+    got = con.execute(sql, [[r[0] for r in rows], [r[1] for r in rows], len(rows)]).fetchall()
+    assert len(got) == len(rows) > 150
+    assert [g[1] for g in got] == [g[2] for g in got]
+    assert sum(1 for g in got if g[1] >= 0.5) >= 10 and sum(1 for g in got if 0 < g[1] < 0.5) >= 10
 
 
 @pytest.mark.parametrize("batch", [1, 7, 1000])

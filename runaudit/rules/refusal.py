@@ -277,18 +277,26 @@ def _overlap(text: str, prompt: str | None) -> str:
             f"THEN len(list_intersect({_W}.pw, {_W}.rw))::DOUBLE / len({_W}.pw) END)[1]")
 
 
-def _bind(text: str, body: str) -> str:
-    """``body`` evaluated with the pieces of ``text`` bound once (names in ``_PARTS``): the capped text with
-    typographic apostrophes read as ASCII ones (so every pattern covers I’m and can’t), its length,
-    the opening without quoted speech (300 and 600 characters), the first 900 characters and the tail."""
-    a = f"struct_pack(t := replace(left({text}, {_CAP}), '’', chr(39)), n := length({text}))"
-    unq = f"regexp_replace({_A}.t, '\"[^\"\\n]{{0,400}}\"|“[^”\\n]{{0,400}}”|«[^»\\n]{{0,400}}»', '', 'g')"
+def _piece_defs(text: str, t: str, b: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]],
+                                                   list[tuple[str, str]]]:
+    """The pieces every feature reads, in three steps (each reads the one before): the capped text with
+    typographic apostrophes read as ASCII ones (so every pattern covers I’m and can’t) and its length; the text
+    without quoted speech, the first 900 characters and the tail; the opening without quoted speech (300 and 600
+    characters). ``t`` and ``b`` name the first two steps' results (``t.t``, ``b.unq`` when bound by lambdas)."""
+    unq = f"regexp_replace({t}, '\"[^\"\\n]{{0,400}}\"|“[^”\\n]{{0,400}}”|«[^»\\n]{{0,400}}»', '', 'g')"
     # most replies hold no quotation mark at all: the regex (bounded repetitions, costly in RE2) only runs on those
     # that do, with the same result
-    unq = (f"CASE WHEN contains({_A}.t, '\"') OR contains({_A}.t, '“') OR contains({_A}.t, '«') "
-           f"THEN {unq} ELSE {_A}.t END")
-    b = f"struct_pack(unq := {unq}, text300 := left({_A}.t, 900), tail := right(rtrim({_A}.t), 300))"
-    c = f"struct_pack(head := left({_B}.unq, 300), lead := left({_B}.unq, 600))"
+    unq = f"CASE WHEN contains({t}, '\"') OR contains({t}, '“') OR contains({t}, '«') THEN {unq} ELSE {t} END"
+    return ([("t", f"replace(left({text}, {_CAP}), '’', chr(39))"), ("n", f"length({text})")],
+            [("unq", unq), ("text300", f"left({t}, 900)"), ("tail", f"right(rtrim({t}), 300)")],
+            [("head", f"left({b}, 300)"), ("lead", f"left({b}, 600)")])
+
+
+def _bind(text: str, body: str) -> str:
+    """``body`` evaluated with the pieces of ``text`` (:func:`_piece_defs`) bound once, by lambdas (names in
+    ``_PARTS``): for an expression that must stay one expression (a lambda over a list of strings)."""
+    steps = _piece_defs(text, f"{_A}.t", f"{_B}.unq")
+    a, b, c = ("struct_pack(" + ", ".join(f"{k} := {v}" for k, v in step) + ")" for step in steps)
     return (f"list_transform([{a}], lambda {_A}: list_transform([{b}], lambda {_B}: "
             f"list_transform([{c}], lambda {_C}: {body})[1])[1])[1]")
 
@@ -301,7 +309,7 @@ def _with_overlap(text: str, prompt: str | None, body: str) -> str:
 _SIMPLE = re.compile(r"regexp_matches\(\{(\w+)\}, '(.*)'\)", re.S)
 
 
-def _gate() -> str:
+def _gate(parts: dict[str, str] | None = None) -> str:
     """SQL (inside :func:`_bind`): does any lexical feature with a positive weight fire?
 
     Exact, not a heuristic: each of those features is one unanchored ``regexp_matches`` over one piece, and a
@@ -315,7 +323,8 @@ def _gate() -> str:
             if m is None:  # pragma: no cover - guarded by a test: every such feature is one regexp_matches
                 raise AssertionError(f"feature {f.name} is not one regexp_matches over a piece")
             groups.setdefault(m.group(1), []).append(m.group(2))
-    return "(" + " OR ".join(f"regexp_matches({_PARTS[piece]}, '" + "|".join(f"(?:{p})" for p in pats) + "')"
+    parts = parts or _PARTS
+    return "(" + " OR ".join(f"regexp_matches({parts[piece]}, '" + "|".join(f"(?:{p})" for p in pats) + "')"
                              for piece, pats in groups.items()) + ")"
 
 
@@ -368,6 +377,23 @@ def capability_sql(text: str) -> str:
     return f"coalesce(regexp_matches({t}, '{CAPABILITY_RE}'), false)"
 
 
+def _total(parts: dict[str, str], shape_evidence: bool) -> str:
+    """The score from the features read on ``parts``: a logistic function of the weighted sum, capped below the
+    threshold when no lexical evidence is net positive."""
+    lex = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
+    shape = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
+                       if not f.lexical) if shape_evidence else "0"
+    # the sums are bound once too, and the CASE reads them twice
+    return (f"list_transform([[{lex}, {shape}]], "
+            f"lambda z: round(CASE WHEN z[1] > 0 THEN 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2]))) "
+            f"ELSE least({SHAPE_ONLY_CAP}, 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2])))) END, 4))[1]")
+
+
+def _cued(text: str) -> str:
+    """SQL: is ``text`` worth scoring at all (not blank, and a refusal cue in its first 900 characters)?"""
+    return f"(NOT ({text} IS NULL OR trim({text}) = '') AND regexp_matches(left({text}, 900), '{PREFILTER}'))"
+
+
 def score_sql(text: str, prompt: str | None = None, *, shape_evidence: bool = True) -> str:
     """SQL for the refusal score (0..1) of ``text`` (a column or expression); NULL/empty text scores 0.
 
@@ -375,18 +401,40 @@ def score_sql(text: str, prompt: str | None = None, *, shape_evidence: bool = Tr
     ``shape_evidence=False`` scores on what the text says alone: for a string value of a tool call or a JSON
     body, which is short by nature, so shortness is no evidence. A reply in which no lexical feature with a
     positive weight fires scores 0 ("no refusal cue"): shape alone never declines.
+
+    One expression, with the pieces bound by lambdas; :func:`score_stages` is the same score as columns of
+    a chain of projections, which DuckDB evaluates about twice as fast.
     """
-    lex = " + ".join(f"(CASE WHEN {_expr(f, _PARTS)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
-    shape = " + ".join(f"(CASE WHEN {_expr(f, _PARTS)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
-                       if not f.lexical) if shape_evidence else "0"
-    # the sums are bound once too, and the CASE reads them twice
-    total = (f"list_transform([[{lex}, {shape}]], "
-             f"lambda z: round(CASE WHEN z[1] > 0 THEN 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2]))) "
-             f"ELSE least({SHAPE_ONLY_CAP}, 1.0 / (1.0 + exp(-({BIAS} + z[1] + z[2])))) END, 4))[1]")
+    total = _total(_PARTS, shape_evidence)
     body = f"CASE WHEN {_gate()} THEN {_with_overlap(text, prompt if shape_evidence else None, total)} ELSE 0.0 END"
-    return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 "
-            f"WHEN NOT regexp_matches(left({text}, 900), '{PREFILTER}') THEN 0.0 "
-            f"ELSE {_bind(text, body)} END)")
+    return f"(CASE WHEN NOT {_cued(text)} THEN 0.0 ELSE {_bind(text, body)} END)"
+
+
+STAGE_PREFIX = "ra_s_"
+
+
+def score_stages(text: str, prompt: str | None = None) -> tuple[list[list[tuple[str, str]]], str]:
+    """The refusal score of ``score_sql(text, prompt)`` as columns added by a chain of projections.
+
+    Returns ``(stages, score)``: each stage is a list of ``(column, SQL)`` for one ``SELECT *, ...`` that may read
+    the columns of the stages before it, and ``score`` is the score's SQL over the last stage's columns. The
+    columns are named ``ra_s_*`` (leave them out of what is kept). The same pieces, gate and sums as
+    :func:`score_sql` (one definition of each); as plain columns, each piece and each regex runs once per row in
+    a projection of its own, where inside nested lambdas DuckDB re-creates the regex state for every chunk.
+    """
+    p = STAGE_PREFIX
+    cols = {k: f"{p}{k}" for k in ("t", "n", "unq", "text300", "tail", "head", "lead", "ov")}
+    parts = {"text": cols["t"], "head": cols["head"], "lead": cols["lead"], "text300": cols["text300"],
+             "tail": cols["tail"], "n": cols["n"], "overlap": cols["ov"]}
+    one, two, three = _piece_defs(text, cols["t"], cols["unq"])
+    go = f"{p}go"
+    stages = [[(go, _cued(text))] + [(cols[k], f"CASE WHEN {go} THEN {v} END") for k, v in one],
+              [(cols[k], v) for k, v in two],
+              [(cols[k], v) for k, v in three],
+              [(f"{p}gate", f"coalesce({go} AND {_gate(parts)}, false)")],
+              [(cols["ov"], f"CASE WHEN {p}gate THEN {_overlap(text, prompt)} END")]]
+    score = f"(CASE WHEN {p}gate THEN {_total(parts, True)} ELSE 0.0 END)"
+    return stages, score
 
 
 def features_sql(text: str, prompt: str | None = None) -> str:
