@@ -96,13 +96,13 @@ class Engine:
     def _run_one(self, line: str, source: str, mtime: float | None) -> Batch | None:
         """One line through the prepared one-line statement, or None where the general path must run it (a
         stream event, an OTLP export, a line the window would quarantine, a NUL character, a lone
-        surrogate)."""
+        surrogate, a line with whitespace at an edge, which the window trims as the reader does)."""
         import duckdb
 
-        from runaudit.ingest.reader import too_long
+        from runaudit.ingest.reader import is_padded, too_long
         from runaudit.one_line import compile_one_line_sql, compile_ts_parse_sql, guess_ts_text, literal
 
-        if self._one is False or "\x00" in line or "\x00" in source:
+        if self._one is False or "\x00" in line or "\x00" in source or is_padded(line):
             return None
         try:
             nbytes = len(line.encode("utf-8"))

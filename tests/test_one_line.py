@@ -172,3 +172,25 @@ def test_a_line_the_reader_would_not_parse_is_quarantined_by_the_check_too(tmp_p
             assert store.scalar("SELECT count(*) FROM runs") == 0
         with pytest.raises(UsageError, match=reason):
             runaudit.check_record(line, config=cfg)
+
+
+def test_a_line_with_whitespace_at_its_edges_is_trimmed_as_the_reader_trims_it(tmp_path: Path) -> None:
+    """Spaces, a byte-order mark, Unicode spaces or a tab around a record: the check trims what the reader trims,
+    so the raw text, the record hash and the review key (no prompt, no run id: the key comes from the record)
+    match the audit of a file holding that line."""
+    body = '{"task_id":"t","text":"I cannot help with that."}'
+    lines = ["  " + body, body + "\t ", "\ufeff" + body, body + "\u00a0", " \u3000" + body + "  \u2003", body]
+    raws = set()
+    for i, line in enumerate(lines):
+        log = tmp_path / f"padded-{i}.jsonl"
+        log.write_bytes(line.encode("utf-8") + b"\n")
+        with Store.open(":memory:") as store:
+            ingest(store, [log], Config())
+            classify(store, Config())
+            a = store.query("SELECT r.raw, r.record_hash, r.record_bytes, c.outcome, c.rule_code, c.refusal_score, "
+                            "c.idem_key AS review_key FROM runs r JOIN classifications c USING (rid)").to_dicts()
+        v = runaudit.check_record(line)
+        assert len(a) == 1 and {k: (v.run[k] if k in v.run else getattr(v, k)) for k in a[0]} == a[0], repr(line)
+        assert v.outcome == "declined"
+        raws.add(v.run["raw"])
+    assert body in raws and len(raws) < len(lines)  # most paddings are trimmed away

@@ -368,6 +368,12 @@ def records_window(line_nos: list[int], lines: list[str], end_offset: int,
         "bad_utf8": pa.array(bad),
         "too_long": pa.array(too_long(texts, nbytes, max_line) if max_line is not None else [False] * n),
         "orig_len": pa.array(nbytes, pa.int64()),
-        "padded": pa.array([False] * n),
+        "padded": pa.array([is_padded(t) for t in texts]),
     })
     return Window(table=pa.table(cols), end_offset=end_offset, lines=n, unterminated_last=False, eof=True)
+
+
+def is_padded(line: str) -> bool:
+    """The reader's ``padded`` flag for a line given as text: its first or last character could be whitespace
+    that SQL trims (every character below 33 or above 127 counts, as every such byte does in a file)."""
+    return bool(line) and not (32 < ord(line[0]) < 128 and 32 < ord(line[-1]) < 128)
