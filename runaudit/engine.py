@@ -64,6 +64,7 @@ class Engine:
         self._one: bool | None = None
         self._no_quarantine: pa.Table | None = None
         self._ts_sql = ""
+        self._result_schema: pa.Schema | None = None
 
     def close(self) -> None:
         """Close the in-memory database."""
@@ -146,6 +147,36 @@ class Engine:
                   "duplicates": 0, "blank": 0, "quarantined": 0, "not_calls": 0, "spans_other": 0}
         return Batch(runs=tbl.drop_columns(["_special", "_ts_raw"]), quarantine=self._no_quarantine, counts=counts,
                      ruleset=self.ruleset)
+
+    def queue_item(self, run: dict[str, Any]) -> dict[str, Any] | None:
+        """The review-queue row (``review_queue`` with degraded runs) of one run as :meth:`run_lines` returned it,
+        from the queue's own SQL over that run alone (its stored row and classification), without normalising or
+        classifying it again; None when the run is not queued."""
+        import pyarrow as pa
+
+        from runaudit.review import review_queue
+
+        with self._lock:
+            s = self.store
+            if self._result_schema is None:
+                self._result_schema = _table(s.con.sql(RESULT_SQL + " LIMIT 0", params={"ruleset": ""}).arrow()).schema
+            row = pa.Table.from_pylist([run], schema=self._result_schema)
+            for t in ("runs", "classifications", "quarantine"):
+                s.run(f"DELETE FROM {t}")
+            s.con.register("_held_row", row)
+            try:
+                with s.transaction():
+                    cols = ", ".join(f'"{c}"' for c in s.con.sql("SELECT * FROM runs LIMIT 0").columns)
+                    s.run(f"INSERT INTO runs ({cols}) SELECT {cols} FROM _held_row")
+                    s.run("INSERT INTO classifications BY NAME SELECT rid, ruleset, outcome, sub_reason, signal, "
+                          "rule_code, retryable, refusal_score, done_failures, reported_success, "
+                          "review_key AS idem_key, refusal_kind FROM _held_row")
+                    s.set_meta("current_ruleset", str(run["ruleset"]))
+            finally:
+                s.con.unregister("_held_row")
+            df = review_queue(s, "all", include_degraded=True)
+        rows = [r for r in df.iter_rows(named=True) if r["key"] == run["review_key"]]
+        return rows[0] if rows else None
 
     def load_lines(self, lines: list[str], *, source: str = "<inline>",
                    mtime: float | None = None) -> tuple[dict[str, int], str]:

@@ -422,21 +422,17 @@ def hold(verdict: Verdict, review_dir: str | os.PathLike[str] = "review_queue") 
     of ``runaudit review export`` (a later export of the audited log updates the same file)."""
     from runaudit.engine import engine_for
     from runaudit.outputs import write_atomic
-    from runaudit.review import _item_json, _safe_target, review_queue
+    from runaudit.review import _item_json, _safe_target
 
     if verdict.review_key is None:
         return None
     d = Path(review_dir)
     d.mkdir(parents=True, exist_ok=True)
-    # the item as the export would write it, from the same run in the engine's database
-    eng = engine_for(verdict.config or Config())
-    with eng.locked() as store:
-        eng.load_lines([verdict.line], source=str(verdict.run.get("source_file") or "<inline>"))
-        df = review_queue(store, "all", include_degraded=True)
-    rows = [r for r in df.iter_rows(named=True) if r["key"] == verdict.review_key]
-    if not rows:
+    # the item as the export would write it: the queue's SQL over the run, in the engine's database
+    row = engine_for(verdict.config or Config()).queue_item(verdict.run)
+    if row is None:
         return None
-    item = _item_json(rows[0])
+    item = _item_json(row)
     target = _safe_target(d, verdict.review_key)
     lock_fd = os.open(os.fspath(d / ".hold.lock"), os.O_WRONLY | os.O_CREAT, 0o644)
     try:

@@ -248,6 +248,39 @@ def test_a_held_decline_is_the_review_file_the_export_writes(tmp_path: Path) -> 
     assert sorted(held_item) == sorted(ex_item)
 
 
+def test_the_held_item_is_the_queue_row_of_the_run_as_the_window_gives_it() -> None:
+    """hold() builds its item from the checked run itself (the queue's SQL over its stored row); it equals the
+    queue row of the same line normalised and classified again by the window, field for field."""
+    from runaudit.engine import engine_for
+    from runaudit.review import review_queue
+
+    tool_decline = {"type": "message", "role": "assistant", "stop_reason": "tool_use", "content": [
+        {"type": "tool_use", "id": "t1", "name": "answer",
+         "input": {"answer": "I can't help with creating malware or anything designed to damage systems."}}]}
+    verdicts = [check(_message("I'm sorry, but I can't help with that request."), task_id="t", prompt="p",
+                      run_id="a", ts="2026-06-01T10:00:00Z"),
+                check(_message("", stop="refusal"), task_id="t", prompt="q", ts="2026-06-01T11:00:00Z"),
+                check(tool_decline, task_id="tools", prompt="write ransomware"),
+                check(_message("Half of the answ", stop="max_tokens"), task_id="t", prompt="r"),
+                runaudit.check_record('{"task_id": "x", "text": "I cannot assist with that.", "status": "ok", '
+                                      '"ts": "2026-06-03T01:02:03Z"}')]
+    eng = engine_for(Config())
+    for v in verdicts:
+        assert v.outcome in ("declined", "degraded") and v.review_key
+        row = eng.queue_item(v.run)
+        with eng.locked() as store:
+            eng.load_lines([v.line], source=str(v.run["source_file"]))
+            again = [r for r in review_queue(store, "all", include_degraded=True).iter_rows(named=True)
+                     if r["key"] == v.review_key]
+        assert row is not None and [row] == again, v.line[:120]
+    assert eng.queue_item(check(_message("Revenue rose 4%."), task_id="t", prompt="p").run) is None
+    # a record with no time of its own takes the check's time, and the held item keeps it (normalising the line
+    # again would give it the time of the second pass)
+    v = runaudit.check_record('{"task_id": "x", "text": "I cannot assist with that."}')
+    row = eng.queue_item(v.run)
+    assert row is not None and row["first_seen"] == row["last_seen"] == v.run["ts"]
+
+
 def test_log_call_is_safe_for_concurrent_writers(tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     big = "x" * 200_000  # larger than any pipe buffer: one write must still land whole
