@@ -77,12 +77,15 @@ _PREV = ("(SELECT rid, refusal_score AS prev_score, refusal_kind AS prev_kind FR
 
 
 def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
-                  part: str = "both") -> tuple[str, list[Any]]:
+                  part: str = "both", staged: bool = True) -> tuple[str, list[Any]]:
     """The INSERT of one batch of classifications (rows with ``$after < rid <= $hi``).
 
     ``part`` picks the runs a statement reads when the previous scores are reused over a prefix of rids:
     ``"reused"`` only runs up to ``$prev_max`` (their scores copied; no score expression to plan), ``"fresh"``
-    only runs after it (scored), ``"both"`` a statement that holds both scans.
+    only runs after it (scored), ``"both"`` a statement that holds both scans. ``staged`` scores the reply by a
+    chain of projections (:func:`score_stages`, faster over many rows); ``staged=False`` by the one expression
+    (:func:`score_sql`, the same score), whose lambdas DuckDB sets up only for the rows that reach them, which
+    makes a statement executed for one row cheaper (the one-line check).
     """
     if part not in ("both", "fresh", "reused") or (part != "both" and not (reuse and prefix)):
         raise ValueError(f"part={part!r} needs reuse over a prefix")
@@ -93,7 +96,7 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     # The reply's score is computed by a chain of projections (score_stages); a tool payload's strings, a list
     # per run, by the one-expression form.
     stages, score_cols = score_stages("response_text", "prompt")
-    score = "ra_s_score"
+    score = "ra_s_score" if staged else score_sql("response_text", "prompt")
     leaf_score = f"list_max(list_transform(leaves, lambda v: {score_sql('v', shape_evidence=False)}))"
     # Only answers that came back (no error) are scored; the CASE is evaluated lazily on the rows that reach it.
     score_expr = f"""CASE WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
@@ -121,17 +124,18 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     reused_sel = f"""SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
         FROM runs r JOIN {_PREV} pc ON pc.rid = r.rid {_JUDGE_JOIN}
         WHERE {reused_where}"""
-    stages = [*stages, [(score, score_cols)]]
-    stage_ctes = ", ".join(f"_s{i + 1} AS (SELECT *, " + ", ".join(f"{v} AS {k}" for k, v in st)
-                           + f" FROM {'fresh' if i == 0 else f'_s{i}'})" for i, st in enumerate(stages))
-    stage_names = ", ".join(k for st in stages for k, _ in st)
+    stages = [*stages, [(score, score_cols)]] if staged else []
+    stage_ctes = "".join(f"_s{i + 1} AS (SELECT *, " + ", ".join(f"{v} AS {k}" for k, v in st)
+                         + f" FROM {'fresh' if i == 0 else f'_s{i}'}), " for i, st in enumerate(stages))
+    stage_from = f"_s{len(stages)}" if stages else "fresh"
+    stage_drop = " EXCLUDE (" + ", ".join(k for st in stages for k, _ in st) + ")" if stages else ""
     fresh_ctes = f"""fresh AS (
         SELECT {_BASE_COLS}, r.prompt, {delivered} AS response_text,
                {structured_sql("r.response_text", "r.tool_payload")} AS leaves
         FROM {fresh_from} {_JUDGE_JOIN}
         WHERE {fresh_where}
-    ), {stage_ctes}, scored0 AS (
-        SELECT * EXCLUDE ({stage_names}), {score_expr} AS refusal_score FROM _s{len(stages)}
+    ), {stage_ctes}scored0 AS (
+        SELECT *{stage_drop}, {score_expr} AS refusal_score FROM {stage_from}
     ), """
     if part == "reused":
         scored = f"scored AS ({reused_sel})"

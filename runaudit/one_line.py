@@ -176,7 +176,7 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
                                                                                    "ANTI JOIN _no_runs r"),
                         {"next_rid": 0, "ingest_id": 1}, keep=_PER_CALL)
     run_cols = [c.strip() for c in _COLUMNS.split(",")] + ["record_hash2", "record_occ"]
-    cls_sql, cls_params = _classify_sql(cfg, reuse=False)
+    cls_sql, cls_params = _classify_sql(cfg, reuse=False, staged=False)
     cls = inline_params(_body(cls_sql, r"INSERT INTO classifications"),
                         {**cls_params[0], "ruleset": ruleset, "after": 0, "hi": 1, "words": list(cfg.success_words)})
     result = inline_params(RESULT_SQL, {"ruleset": ruleset})

@@ -390,7 +390,8 @@ def _total(parts: dict[str, str], shape_evidence: bool) -> str:
 
 
 def _cued(text: str) -> str:
-    """SQL: is ``text`` worth scoring at all (not blank, and a refusal cue in its first 900 characters)?"""
+    """SQL: is ``text`` worth scoring at all (not blank, and a refusal cue in its first 900 characters)? The
+    staged score's test; :func:`score_sql` writes the same two tests as the first branches of its CASE."""
     return f"(NOT ({text} IS NULL OR trim({text}) = '') AND regexp_matches(left({text}, 900), '{PREFILTER}'))"
 
 
@@ -407,7 +408,9 @@ def score_sql(text: str, prompt: str | None = None, *, shape_evidence: bool = Tr
     """
     total = _total(_PARTS, shape_evidence)
     body = f"CASE WHEN {_gate()} THEN {_with_overlap(text, prompt if shape_evidence else None, total)} ELSE 0.0 END"
-    return f"(CASE WHEN NOT {_cued(text)} THEN 0.0 ELSE {_bind(text, body)} END)"
+    return (f"(CASE WHEN {text} IS NULL OR trim({text}) = '' THEN 0.0 "
+            f"WHEN NOT regexp_matches(left({text}, 900), '{PREFILTER}') THEN 0.0 "
+            f"ELSE {_bind(text, body)} END)")
 
 
 STAGE_PREFIX = "ra_s_"
