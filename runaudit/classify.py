@@ -22,7 +22,7 @@ from runaudit.config import Config
 from runaudit.rules.deliverable import delivered_sql, structured_sql
 from runaudit.rules.done import done_failures_sql
 from runaudit.rules.outcome import RULES
-from runaudit.rules.refusal import DETECTOR_VERSION, capability_sql, score_sql, score_stages
+from runaudit.rules.refusal import DETECTOR_VERSION, STAGE_PREFIX, capability_sql, score_sql, score_stages
 from runaudit.store import Store
 
 KEEP_RULESETS = 2
@@ -97,10 +97,15 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     done = done_failures_sql(cfg)
     # The delivered text (reasoning left out) is scored, and so is each string value of a tool payload or a
     # JSON body, one by one (a forced tool call or a schema answer is the deliverable); the highest score counts.
-    # The reply's score is computed by a chain of projections (score_stages); a tool payload's strings, a list
-    # per run, by the one-expression form.
-    stages, score_cols = score_stages("response_text", "prompt")
-    score = "ra_s_score" if staged else score_sql("response_text", "prompt")
+    # The reply's score is computed by a chain of projections (score_stages) unless staged=False; a tool
+    # payload's strings, a list per run, always by the one-expression form.
+    stages: list[list[tuple[str, str]]] = []
+    if staged:
+        stages, score_cols = score_stages("response_text", "prompt")
+        score = f"{STAGE_PREFIX}score"
+        stages = [*stages, [(score, score_cols)]]
+    else:
+        score = score_sql("response_text", "prompt")
     leaf_score = f"list_max(list_transform(leaves, lambda v: {score_sql('v', shape_evidence=False)}))"
     # Only answers that came back (no error) are scored; the CASE is evaluated lazily on the rows that reach it.
     score_expr = f"""CASE WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
@@ -128,7 +133,6 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     reused_sel = f"""SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
         FROM runs r JOIN {_PREV} pc ON pc.rid = r.rid {_JUDGE_JOIN}
         WHERE {reused_where}"""
-    stages = [*stages, [(score, score_cols)]] if staged else []
     stage_ctes = "".join(f"_s{i + 1} AS (SELECT *, " + ", ".join(f"{v} AS {k}" for k, v in st)
                          + f" FROM {'fresh' if i == 0 else f'_s{i}'}), " for i, st in enumerate(stages))
     stage_from = f"_s{len(stages)}" if stages else "fresh"

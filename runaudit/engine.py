@@ -65,6 +65,7 @@ class Engine:
         self._no_quarantine: pa.Table | None = None
         self._ts_sql = ""
         self._result_schema: pa.Schema | None = None
+        self._run_cols = ""
 
     def close(self) -> None:
         """Close the in-memory database."""
@@ -148,6 +149,11 @@ class Engine:
         return Batch(runs=tbl.drop_columns(["_special", "_ts_raw"]), quarantine=self._no_quarantine, counts=counts,
                      ruleset=self.ruleset)
 
+    def _clear(self) -> None:
+        """Empty the engine's runs, classifications and quarantine (each call works on its own lines)."""
+        for t in ("runs", "classifications", "quarantine"):
+            self.store.run(f"DELETE FROM {t}")
+
     def queue_item(self, run: dict[str, Any]) -> dict[str, Any] | None:
         """The review-queue row (``review_queue`` with degraded runs) of one run as :meth:`run_lines` returned it,
         from the queue's own SQL over that run alone (its stored row and classification), without normalising or
@@ -160,14 +166,13 @@ class Engine:
             s = self.store
             if self._result_schema is None:
                 self._result_schema = _table(s.con.sql(RESULT_SQL + " LIMIT 0", params={"ruleset": ""}).arrow()).schema
+                self._run_cols = ", ".join(f'"{c}"' for c in s.con.sql("SELECT * FROM runs LIMIT 0").columns)
             row = pa.Table.from_pylist([run], schema=self._result_schema)
-            for t in ("runs", "classifications", "quarantine"):
-                s.run(f"DELETE FROM {t}")
+            self._clear()
             s.con.register("_held_row", row)
             try:
                 with s.transaction():
-                    cols = ", ".join(f'"{c}"' for c in s.con.sql("SELECT * FROM runs LIMIT 0").columns)
-                    s.run(f"INSERT INTO runs ({cols}) SELECT {cols} FROM _held_row")
+                    s.run(f"INSERT INTO runs ({self._run_cols}) SELECT {self._run_cols} FROM _held_row")
                     s.run("INSERT INTO classifications BY NAME SELECT rid, ruleset, outcome, sub_reason, signal, "
                           "rule_code, retryable, refusal_score, done_failures, reported_success, "
                           "review_key AS idem_key, refusal_kind FROM _held_row")
@@ -186,8 +191,7 @@ class Engine:
         from runaudit.ingest.reader import records_window
 
         s = self.store
-        for t in ("runs", "classifications", "quarantine"):
-            s.run(f"DELETE FROM {t}")
+        self._clear()
         win = records_window(list(range(1, len(lines) + 1)), lines, sum(len(x) + 1 for x in lines),
                              max_line=self.cfg.max_line_bytes)
         ctx: dict[str, Any] = {
