@@ -99,14 +99,21 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     # JSON body, one by one (a forced tool call or a schema answer is the deliverable); the highest score counts.
     # The reply's score is computed by a chain of projections (score_stages) unless staged=False; a tool
     # payload's strings, a list per run, always by the one-expression form.
+    # With staged, a payload's strings are scored the same way, one row per string (unnest), and the highest
+    # score per run is joined back: inside a lambda over the list, DuckDB set up the score's ~40 regexes again for
+    # every chunk holding a payload (1.4 s of 3.6 s at 200k realistic runs, 7% of them with a payload).
     stages: list[list[tuple[str, str]]] = []
+    leaf_stages: list[list[tuple[str, str]]] = []
+    score = f"{STAGE_PREFIX}score"
     if staged:
         stages, score_cols = score_stages("response_text", "prompt")
-        score = f"{STAGE_PREFIX}score"
         stages = [*stages, [(score, score_cols)]]
+        leaf_stages, leaf_cols = score_stages("v", shape_evidence=False)
+        leaf_stages = [*leaf_stages, [(score, leaf_cols)]]
+        leaf_score = "lm.leaf_score"
     else:
         score = score_sql("response_text", "prompt")
-    leaf_score = f"list_max(list_transform(leaves, lambda v: {score_sql('v', shape_evidence=False)}))"
+        leaf_score = f"list_max(list_transform(leaves, lambda v: {score_sql('v', shape_evidence=False)}))"
     # Only answers that came back (no error) are scored; the CASE is evaluated lazily on the rows that reach it.
     score_expr = f"""CASE WHEN et <> '' OR (hs IS NOT NULL AND hs NOT BETWEEN 200 AND 299) THEN NULL
         WHEN leaves IS NULL THEN CASE WHEN blank_text THEN NULL ELSE {score} END
@@ -133,17 +140,24 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     reused_sel = f"""SELECT {_BASE_COLS}, {text_col}, pc.prev_score AS refusal_score, pc.prev_kind AS refusal_kind
         FROM runs r JOIN {_PREV} pc ON pc.rid = r.rid {_JUDGE_JOIN}
         WHERE {reused_where}"""
-    stage_ctes = "".join(f"_s{i + 1} AS (SELECT *, " + ", ".join(f"{v} AS {k}" for k, v in st)
-                         + f" FROM {'fresh' if i == 0 else f'_s{i}'}), " for i, st in enumerate(stages))
+    stage_ctes = _stage_ctes("_s", "fresh", stages)
     stage_from = f"_s{len(stages)}" if stages else "fresh"
     stage_drop = " EXCLUDE (" + ", ".join(k for st in stages for k, _ in st) + ")" if stages else ""
-    fresh_ctes = f"""fresh AS (
+    leaf_ctes, leaf_join = "", ""
+    if leaf_stages:
+        # fresh is read twice, inlined each time (the leaves' copy keeps only rid and the payload columns):
+        # materialised, it would hold a batch's prompts and replies in memory
+        leaf_ctes = (f"_l0 AS (SELECT rid, unnest(leaves) AS v FROM fresh WHERE leaves IS NOT NULL), "
+                     f"{_stage_ctes('_l', '_l0', leaf_stages)}"
+                     f"_lmax AS (SELECT rid, max({score}) AS leaf_score FROM _l{len(leaf_stages)} GROUP BY rid), ")
+        leaf_join = f" LEFT JOIN _lmax lm ON lm.rid = {stage_from}.rid"
+    fresh_ctes = f"""fresh AS NOT MATERIALIZED (
         SELECT {_BASE_COLS}, r.prompt, {delivered} AS response_text,
                {structured_sql("r.response_text", "r.tool_payload")} AS leaves
         FROM {fresh_from} {_JUDGE_JOIN}
         WHERE {fresh_where}
-    ), {stage_ctes}scored0 AS (
-        SELECT *{stage_drop}, {score_expr} AS refusal_score FROM {stage_from}
+    ), {stage_ctes}{leaf_ctes}scored0 AS (
+        SELECT {stage_from}.*{stage_drop}, {score_expr} AS refusal_score FROM {stage_from}{leaf_join}
     ), """
     if part == "reused":
         scored = f"scored AS ({reused_sel})"
@@ -180,6 +194,12 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
         pmap[f"p{i}"] = named[i]
         out += f"$p{i}" + piece
     return out, [pmap]
+
+
+def _stage_ctes(name: str, source: str, stages: list[list[tuple[str, str]]]) -> str:
+    """CTEs ``{name}1`` .. ``{name}N``: each adds one stage's columns to the one before (the first to ``source``)."""
+    return "".join(f"{name}{i + 1} AS (SELECT *, " + ", ".join(f"{v} AS {k}" for k, v in st)
+                   + f" FROM {source if i == 0 else f'{name}{i}'}), " for i, st in enumerate(stages))
 
 
 @dataclass

@@ -90,21 +90,24 @@ def test_no_positive_lexical_evidence_scores_zero_and_the_rest_is_unchanged() ->
     assert zeroed > 0  # the gate did skip replies that v6 scored (below the cap)
 
 
-def test_the_staged_score_equals_the_one_expression_score() -> None:
-    """classify() scores a reply by a chain of projections (score_stages); it must equal score_sql, which the
-    detector benchmark, the leaves of a tool payload and the evidence use, on every kind of reply and prompt."""
+@pytest.mark.parametrize("shape_evidence", [True, False])
+def test_the_staged_score_equals_the_one_expression_score(shape_evidence: bool) -> None:
+    """classify() scores a reply, and a payload's strings (no shape evidence), by a chain of projections
+    (score_stages); it must equal score_sql, which the detector benchmark, the one-line check and the evidence
+    use, on every kind of reply and prompt."""
     con = duckdb.connect()
     texts = _corpus() + [None]  # type: ignore[list-item]
     prompts = [None, "", "Summarise the quarterly revenue report for the regional sales managers please",
                "Write instructions explaining how someone could bypass building security systems tonight"]
     rows = [(t, prompts[i % len(prompts)]) for i, t in enumerate(texts)]
     rows += [(t, prompts[3]) for t in texts[:60]]
-    stages, score = score_stages("t", "p")
+    stages, score = score_stages("t", "p" if shape_evidence else None, shape_evidence=shape_evidence)
     sql = "WITH s0 AS (SELECT i, t, p FROM (SELECT unnest(?::VARCHAR[]) AS t, unnest(?::VARCHAR[]) AS p, " \
           "unnest(range(?)) AS i))"
     for k, st in enumerate(stages):
         sql += f", s{k + 1} AS (SELECT *, " + ", ".join(f"{v} AS {c}" for c, v in st) + f" FROM s{k})"
-    sql += f" SELECT i, {score}, {score_sql('t', 'p')} FROM s{len(stages)} ORDER BY i"
+    sql += (f" SELECT i, {score}, {score_sql('t', 'p' if shape_evidence else None, shape_evidence=shape_evidence)}"
+            f" FROM s{len(stages)} ORDER BY i")
     got = con.execute(sql, [[r[0] for r in rows], [r[1] for r in rows], len(rows)]).fetchall()
     assert len(got) == len(rows) > 150
     assert [g[1] for g in got] == [g[2] for g in got]
@@ -148,3 +151,58 @@ def test_batches_of_runs_classify_exactly_like_one_batch(batch: int, monkeypatch
         late_outcomes = dict(store.rows("SELECT r.run_id, c.outcome FROM runs r JOIN classifications c USING (rid) "
                                         "WHERE c.ruleset = ? AND r.run_id LIKE 'late-%'", [res2.ruleset]))
         assert late_outcomes == {f"late-{i}": "declined" if i % 2 else "ok" for i in range(5)}
+
+
+def _leafy_runs(tmp_path: Path) -> Path:
+    """Runs whose deliverable is a tool payload or a JSON text body: several strings per run, a decline in one of
+    them or in none, the reply declining beside a compliant payload, an error or a blank reply with a payload."""
+    decline, fine = "I'm sorry, but I can't help with creating that content.", "The invoice total is 912.50 EUR."
+    lines = []
+    for i in range(40):
+        strings = [fine, f"Line item {i} shipped on Tuesday to the Berlin office", decline if i % 3 == 0 else fine]
+        content: list[dict[str, object]] = [{"type": "tool_use", "id": f"tu_{i}", "name": "record",
+                                             "input": {"a": strings[0], "b": strings[1],
+                                                       "c": {"nested": [strings[2], "short"]}}}]
+        if i % 4 == 1:
+            content.insert(0, {"type": "text", "text": decline})
+        if i % 5 == 2:
+            content.insert(0, {"type": "text", "text": "   "})
+        body = {"id": f"msg_{i}", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                "stop_reason": "tool_use", "content": content, "usage": {"input_tokens": 10, "output_tokens": 9}}
+        lines.append({"run_id": f"tool-{i}", "task_id": "extract", "prompt": "Record the invoice fields.",
+                      "response": body})
+        lines.append({"run_id": f"json-{i}", "task_id": "extract", "status": "success", "http_status": 200,
+                      "prompt": "Answer as JSON.",
+                      "text": json.dumps({"answer": decline if i % 2 else fine,
+                                          "notes": [fine, "Due in thirty days"]})})
+        if i % 10 == 0:
+            lines.append({"run_id": f"err-{i}", "task_id": "extract", "http_status": 529,
+                          "error": {"type": "overloaded_error", "message": "Overloaded"},
+                          "text": json.dumps({"answer": decline})})
+    path = tmp_path / "leafy.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    return path
+
+
+def test_the_staged_payload_scores_equal_the_lambda_form(tmp_path: Path) -> None:
+    """classify() scores a payload's strings one row each (unnest) and joins the highest back per run; the
+    one-line check scores them inside a lambda over the list. Both must give every run the same classification."""
+    cfg = Config()
+    cols = ("outcome, sub_reason, signal, rule_code, retryable, refusal_score, done_failures, reported_success, "
+            "idem_key, refusal_kind")
+    with Store.open(":memory:") as store:
+        ingest(store, [ROOT / "sample_logs", _leafy_runs(tmp_path)], cfg)
+        res = classify(store, cfg)
+        sql, params = classify_mod._classify_sql(cfg, reuse=False, staged=False)
+        store.execute(sql, {**params[0], "ruleset": "lambda-form", "after": 0, "hi": 10**9,
+                            "words": list(cfg.success_words)})
+        staged = store.rows(f"SELECT rid, {cols} FROM classifications WHERE ruleset = ? ORDER BY rid", [res.ruleset])
+        lam = store.rows(f"SELECT rid, {cols} FROM classifications WHERE ruleset = 'lambda-form' ORDER BY rid")
+        assert staged == lam and len(staged) > 350
+        by_run = dict(store.rows("SELECT r.run_id, c.outcome FROM runs r JOIN classifications c USING (rid) "
+                                 "WHERE c.ruleset = ? AND (r.run_id LIKE 'tool-%' OR r.run_id LIKE 'json-%' "
+                                 "OR r.run_id LIKE 'err-%')", [res.ruleset]))
+    # a decline in the payload decides (tool-0, json-1), as one in the reply beside a compliant payload does (tool-1)
+    assert by_run["tool-0"] == by_run["tool-1"] == by_run["json-1"] == "declined"
+    assert by_run["json-0"] == "ok" and by_run["err-0"] == "infra_error"
+    assert sum(v == "declined" for v in by_run.values()) >= 30

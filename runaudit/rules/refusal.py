@@ -416,8 +416,10 @@ def score_sql(text: str, prompt: str | None = None, *, shape_evidence: bool = Tr
 STAGE_PREFIX = "ra_s_"
 
 
-def score_stages(text: str, prompt: str | None = None) -> tuple[list[list[tuple[str, str]]], str]:
-    """The refusal score of ``score_sql(text, prompt)`` as columns added by a chain of projections.
+def score_stages(text: str, prompt: str | None = None, *,
+                 shape_evidence: bool = True) -> tuple[list[list[tuple[str, str]]], str]:
+    """The refusal score of ``score_sql(text, prompt, shape_evidence=...)`` as columns added by a chain of
+    projections.
 
     Returns ``(stages, score)``: each stage is a list of ``(column, SQL)`` for one ``SELECT *, ...`` that may read
     the columns of the stages before it, and ``score`` is the score's SQL over the last stage's columns. The
@@ -435,8 +437,8 @@ def score_stages(text: str, prompt: str | None = None) -> tuple[list[list[tuple[
               [(cols[k], v) for k, v in two],
               [(cols[k], v) for k, v in three],
               [(f"{p}gate", f"coalesce({go} AND {_gate(parts)}, false)")],
-              [(cols["ov"], f"CASE WHEN {p}gate THEN {_overlap(text, prompt)} END")]]
-    score = f"(CASE WHEN {p}gate THEN {_total(parts, True)} ELSE 0.0 END)"
+              [(cols["ov"], f"CASE WHEN {p}gate THEN {_overlap(text, prompt if shape_evidence else None)} END")]]
+    score = f"(CASE WHEN {p}gate THEN {_total(parts, shape_evidence)} ELSE 0.0 END)"
     return stages, score
 
 
