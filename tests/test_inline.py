@@ -248,6 +248,16 @@ def test_a_held_decline_is_the_review_file_the_export_writes(tmp_path: Path) -> 
     assert sorted(held_item) == sorted(ex_item)
 
 
+def _openai_chat(content: str | None, *, refusal: str | None = None, tools: list[dict[str, Any]] | None = None,
+                 finish: str = "stop") -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": content, "refusal": refusal}
+    if tools:
+        msg["tool_calls"] = tools
+    return {"id": "chatcmpl-7", "object": "chat.completion", "created": 1780000000, "model": "gpt-5",
+            "choices": [{"index": 0, "finish_reason": "tool_calls" if tools else finish, "message": msg}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18}}
+
+
 def test_the_held_item_is_the_queue_row_of_the_run_as_the_window_gives_it() -> None:
     """hold() builds its item from the checked run itself (the queue's SQL over its stored row); it equals the
     queue row of the same line normalised and classified again by the window, field for field."""
@@ -263,7 +273,17 @@ def test_the_held_item_is_the_queue_row_of_the_run_as_the_window_gives_it() -> N
                 check(tool_decline, task_id="tools", prompt="write ransomware"),
                 check(_message("Half of the answ", stop="max_tokens"), task_id="t", prompt="r"),
                 runaudit.check_record('{"task_id": "x", "text": "I cannot assist with that.", "status": "ok", '
-                                      '"ts": "2026-06-03T01:02:03Z"}')]
+                                      '"ts": "2026-06-03T01:02:03Z"}'),
+                # OpenAI shapes: the refusal field, a tool call whose arguments decline, a Responses API refusal,
+                # an answer cut off at the token limit
+                check(_openai_chat(None, refusal="I'm sorry, I can't assist with that."), task_id="oa", prompt="a"),
+                check(_openai_chat(None, tools=[{"id": "call_1", "type": "function", "function": {
+                    "name": "answer", "arguments": json.dumps({"answer": "I can't help with making weapons."})}}]),
+                      task_id="oa-tools", prompt="b"),
+                check({"id": "resp_1", "object": "response", "created_at": 1780000000, "status": "completed",
+                       "model": "gpt-5", "output": [{"type": "message", "id": "m1", "role": "assistant", "content": [
+                           {"type": "refusal", "refusal": "I can't help with that."}]}]}, task_id="oa", prompt="c"),
+                check(_openai_chat("The first three steps are", finish="length"), task_id="oa", prompt="d")]
     eng = engine_for(Config())
     for v in verdicts:
         assert v.outcome in ("declined", "degraded") and v.review_key

@@ -180,8 +180,17 @@ def test_a_line_with_whitespace_at_its_edges_is_trimmed_as_the_reader_trims_it(t
     match the audit of a file holding that line."""
     body = '{"task_id":"t","text":"I cannot help with that."}'
     lines = ["  " + body, body + "\t ", "\ufeff" + body, body + "\u00a0", " \u3000" + body + "  \u2003", body]
+    # raw OpenAI bodies, as a gateway logs them: a chat completion whose reply declines, a Responses API refusal
+    chat = json.dumps({"id": "chatcmpl-9", "object": "chat.completion", "created": 1780000000, "model": "gpt-5",
+                       "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                           "role": "assistant", "content": "I'm sorry, but I can't help with that request."}}]})
+    responses = json.dumps({"id": "resp_9", "object": "response", "created_at": 1780000000, "status": "completed",
+                            "model": "gpt-5", "output": [{"type": "message", "id": "msg_9", "role": "assistant",
+                                                          "content": [{"type": "refusal",
+                                                                       "refusal": "I can't assist with that."}]}]})
+    openai_lines = [" " + chat + "\u00a0", "\ufeff" + responses, "\t" + chat, responses + "\u2003 "]
     raws = set()
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines + openai_lines):
         log = tmp_path / f"padded-{i}.jsonl"
         log.write_bytes(line.encode("utf-8") + b"\n")
         with Store.open(":memory:") as store:
@@ -193,4 +202,5 @@ def test_a_line_with_whitespace_at_its_edges_is_trimmed_as_the_reader_trims_it(t
         assert len(a) == 1 and {k: (v.run[k] if k in v.run else getattr(v, k)) for k in a[0]} == a[0], repr(line)
         assert v.outcome == "declined"
         raws.add(v.run["raw"])
-    assert body in raws and len(raws) < len(lines)  # most paddings are trimmed away
+    assert body in raws and chat in raws and responses in raws
+    assert len(raws) < len(lines) + len(openai_lines)  # most paddings are trimmed away
