@@ -25,6 +25,8 @@ from runaudit.store import Store
 if TYPE_CHECKING:
     import pyarrow as pa
 
+BIG_LINE_BYTES = 1 << 20  # a line longer than this is checked with the window's parse headroom
+
 # What a check or a task reads back: the run as normalised and its classification under the ruleset.
 RESULT_SQL = """
 SELECT r.*, c.ruleset, c.outcome, c.sub_reason, c.signal, c.rule_code, c.retryable, c.refusal_score,
@@ -128,6 +130,21 @@ class Engine:
         # The statement is given the run's time, parsed from a guess at the logged time text, and says which text
         # the window read; a wrong guess is parsed again from that text and the statement run again.
         text = guess_ts_text(line)
+        # a big line needs the window's parse headroom (Store.parse_headroom); most lines are far below it
+        with self.store.parse_headroom() if nbytes > BIG_LINE_BYTES else contextlib.nullcontext():
+            tbl = self._execute_one(head, text)
+        if tbl is None or tbl.num_rows != 1 or tbl["_special"][0].as_py() or tbl["rid"][0].as_py() is None:
+            return None
+        assert self._no_quarantine is not None
+        counts = {"lines": 1, "end_offset": len(line) + 1, "held": 0, "ingested": 1, "runs_added": 1,
+                  "duplicates": 0, "blank": 0, "quarantined": 0, "not_calls": 0, "spans_other": 0}
+        return Batch(runs=tbl.drop_columns(["_special", "_ts_raw"]), quarantine=self._no_quarantine, counts=counts,
+                     ruleset=self.ruleset)
+
+    def _execute_one(self, head: str, text: str | None) -> pa.Table | None:
+        """The one-line statement's result for the line in ``head``, given a guess at its logged time text; None
+        when the guess was wrong twice."""
+        con = self.store.con
         for _ in range(2):
             ts = "NULL::TIMESTAMP"
             if text is not None:
@@ -137,17 +154,9 @@ class Engine:
             tbl = _table(con.sql(f"EXECUTE ra_one({head}, {ts})").arrow())
             read = tbl["_ts_raw"][0].as_py() if tbl.num_rows == 1 else None
             if read == text:
-                break
+                return tbl
             text = read
-        else:
-            return None
-        if tbl.num_rows != 1 or tbl["_special"][0].as_py() or tbl["rid"][0].as_py() is None:
-            return None
-        assert self._no_quarantine is not None
-        counts = {"lines": 1, "end_offset": len(line) + 1, "held": 0, "ingested": 1, "runs_added": 1,
-                  "duplicates": 0, "blank": 0, "quarantined": 0, "not_calls": 0, "spans_other": 0}
-        return Batch(runs=tbl.drop_columns(["_special", "_ts_raw"]), quarantine=self._no_quarantine, counts=counts,
-                     ruleset=self.ruleset)
+        return None
 
     def _clear(self) -> None:
         """Empty the engine's runs, classifications and quarantine (each call works on its own lines)."""

@@ -399,6 +399,71 @@ def test_memory_stays_bounded_on_blank_floods_and_container_bombs(tmp_path: Path
         assert s.scalar("SELECT reason FROM quarantine") == "too_complex"
 
 
+def test_big_records_parse_within_memory_and_none_is_lost(tmp_path: Path) -> None:
+    """Records of megabytes, as agent and vision pipelines log them: 16 requests of 2 MB with 2,000 turns each in
+    one window, a 12 MB request holding a base64 image, a 20 MB reply of 100,000 content blocks. Each used to fail
+    its whole file on DuckDB's memory limit (parsing holds tens of times a record's size, 2048 records at a time,
+    and DuckDB counts the blocks its JSON functions reserve). Every one is a run now, the image is no prompt text,
+    peak RSS stays under 2 GiB and the memory limit is back to its default afterwards."""
+    import base64
+
+    turns = [{"role": "user" if j % 2 == 0 else "assistant", "content": "lorem ipsum dolor sit amet " * 40}
+             for j in range(2000)]
+    reply = {"type": "message", "role": "assistant", "stop_reason": "end_turn",
+             "content": [{"type": "text", "text": "Done."}]}
+    lines = [json.dumps({"run_id": f"agent-{i}", "task_id": "agent", "request": {"model": "m", "messages": turns},
+                         "response": reply}) for i in range(16)]
+    image = base64.b64encode(random.Random(7).randbytes(9 << 20)).decode()
+    lines.append(json.dumps({"run_id": "vision", "task_id": "vision", "request": {"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": image}},
+                                     {"type": "text", "text": "Describe this chart."}]}]}, "response": reply}))
+    lines.append(json.dumps({"run_id": "blocks", "task_id": "agent", "response": {
+        **reply, "content": [{"type": "text", "text": "x" * 200} for _ in range(100_000)]}}))
+    log = tmp_path / "big.jsonl"
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    db = tmp_path / "big.duckdb"
+    code = ("import json, resource, sys; from runaudit.store import Store; from runaudit.ingest import ingest; "
+            "from runaudit.classify import classify; from runaudit.config import Config; "
+            "s = Store.open(sys.argv[1]); r = ingest(s, sys.argv[2:]); classify(s, Config()); "
+            "print(json.dumps({'r': r.as_dict(), 'limit': s.scalar(\"SELECT current_setting('memory_limit')\"), "
+            "'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    env = {k: v for k, v in os.environ.items() if k != "RUNAUDIT_MEMORY_LIMIT"}
+    out = subprocess.run([PY, "-c", code, str(db), str(log)], capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["r"]["ingested"] == 18 and res["r"]["quarantined"] == 0
+    assert res["rss_kb"] < 2 * 1024 * 1024
+    assert res["limit"] in ("953.6 MiB", "1.0 GiB", "1GB")  # DuckDB prints 1GB as 953.6 MiB
+    with Store.open(db, read_only=True) as s:
+        assert s.scalar("SELECT prompt FROM runs WHERE run_id = 'vision'") == "Describe this chart."
+        assert s.scalar("SELECT count(*) FROM runs r JOIN classifications c USING (rid) "
+                        "WHERE c.outcome = 'ok' AND length(r.raw) > 2000000") == 18
+    import runaudit
+
+    assert runaudit.check_record(lines[16]).outcome == "ok"  # the inline check parses it within memory too
+
+
+def test_a_window_is_cut_into_record_batches_by_lines_and_bytes() -> None:
+    """The reader's record batches hold at most 2048 lines and about BATCH_BYTES of text each, in order; a line
+    longer than that shares a batch only with the lines that start before it in the same span of bytes."""
+    import numpy as np
+    import pyarrow as pa
+
+    from runaudit.ingest import reader
+
+    sizes = [10] * 5000 + [3 << 20] + [100] * 30 + [(1 << 20) - 5, 7] + [10] * 3
+    t = pa.table({"line": ["x" * n for n in sizes], "i": list(range(len(sizes)))})
+    out = reader._batched(t, np.array(sizes))
+    batches = out.to_batches()
+    assert out.column("i").to_pylist() == list(range(len(sizes)))
+    assert all(0 < b.num_rows <= 2048 for b in batches)
+    for b in batches:
+        lens = [len(x) for x in b.column(0).to_pylist()]
+        assert sum(lens[:-1]) <= reader.BATCH_BYTES  # all but the last line of a batch fit the span
+    assert len(batches) >= 5000 // 2048 + 3
+
+
 _SHAPE_KEYS = ["messageStart", "contentBlockDelta", "messageStop", "metadata", "throttlingException", "Error",
                "ResponseMetadata", "message", "candidates", "responseId", "promptFeedback", "usageMetadata", "choices",
                "id", "object", "model", "prompt_filter_results", "type", "sequence_number", "error", "code", "output",

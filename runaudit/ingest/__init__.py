@@ -360,7 +360,8 @@ def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple
     # Several record batches let DuckDB scan the window on every core.
     con.register("_chunk", win.table)
     try:
-        store.run(final_sql[1] if win.sse else final_sql[0], map_params)
+        with store.parse_headroom():
+            store.run(final_sql[1] if win.sse else final_sql[0], map_params)
     finally:
         # after a failed statement the transaction is aborted and unregister would raise over the real error
         with contextlib.suppress(Exception):

@@ -45,6 +45,7 @@ WINDOW_BYTES = 32 << 20  # bytes of lines per window (tests shrink it to cross w
 # At most this many lines per window, so that per-line arrays stay small whatever the input (32 MB of newlines
 # would otherwise be 32 million rows).
 MAX_WINDOW_LINES = 1 << 20
+BATCH_BYTES = 1 << 20  # line text per record batch of a window (see _batched)
 GROW_LIMIT = 8  # a window grows to at most this many times WINDOW_BYTES to hold one logged stream whole
 
 
@@ -223,8 +224,32 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         "orig_len": pa.array(orig_len),
         "padded": pa.array(padded),
     })
-    # several record batches, so that DuckDB scans the window on every core
-    return pa.Table.from_batches(table.to_batches(max_chunksize=2048), schema=table.schema), n, blank
+    return _batched(table, np.diff(noffs)), n, blank
+
+
+def _batched(table: pa.Table, lens: np.ndarray) -> pa.Table:
+    """``table`` as record batches of at most 2048 lines and about ``BATCH_BYTES`` of line text each (a longer line
+    is a batch with the lines that start before it in the same span of bytes). Several batches let DuckDB scan a
+    window on every core; DuckDB parses one batch at a time, and parsing a record takes tens of times its size in
+    memory (each step of the normaliser holds its own copy of the nested fields), so a window of 2 MB records is
+    parsed a few at a time instead of 2048 at once."""
+    rows = table.num_rows
+    if rows == 0:
+        return table
+    starts = np.concatenate(([0], np.cumsum(lens[:-1], dtype=np.int64)))
+    bucket = starts // BATCH_BYTES
+    first = np.flatnonzero(np.diff(bucket)) + 1  # a line that starts a new span of bytes starts a batch
+    cuts: list[int] = []
+    prev = 0
+    for c in [*first.tolist(), rows]:
+        cuts.extend(range(prev + 2048, c, 2048))
+        cuts.append(c)
+        prev = c
+    batches, lo = [], 0
+    for hi in cuts:
+        batches.extend(table.slice(lo, hi - lo).to_batches())
+        lo = hi
+    return pa.Table.from_batches(batches, schema=table.schema)
 
 
 def _too_long_table(first: bytes, line_no: int, offset: int, length: int) -> pa.Table:

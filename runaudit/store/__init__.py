@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import polars as pl
 
 DEFAULT_DB = "runaudit.duckdb"
+MEMORY_LIMIT = "1GB"  # DuckDB's memory limit unless RUNAUDIT_MEMORY_LIMIT sets one
+# ... and while a window of lines is parsed (see Store.parse_headroom)
+PARSE_MEMORY_LIMIT = "4GB"
 
 
 def default_db_path() -> str:
@@ -78,6 +81,28 @@ class Store:
         self.con = con
         self.path = path
         self.read_only = read_only
+        self.memory_limit = os.environ.get("RUNAUDIT_MEMORY_LIMIT") or MEMORY_LIMIT
+
+    @contextlib.contextmanager
+    def parse_headroom(self) -> Iterator[None]:
+        """A higher memory limit while a window of lines is parsed, unless RUNAUDIT_MEMORY_LIMIT fixes one.
+
+        DuckDB counts against its limit the blocks its JSON functions reserve, not the memory they touch: one
+        12 MB line holding a base64 image took 450 MB of RSS but failed under a 1 GB limit, and with it the whole
+        file. A line is at most ``[ingest] max_line_bytes`` (32 MB), and the worst of those measured parse in
+        under 1 GB of RSS with a 3 GB limit. The limit is set back after the statement; what the window stored
+        beyond it is spilled to disk.
+        """
+        if os.environ.get("RUNAUDIT_MEMORY_LIMIT"):
+            yield
+            return
+        self.con.execute(f"SET memory_limit = '{PARSE_MEMORY_LIMIT}'")
+        try:
+            yield
+        finally:
+            # after a failed statement the transaction is aborted: the limit is set again by the next window
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
 
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -131,7 +156,7 @@ class Store:
         try:
             con.execute("SET TimeZone = 'UTC'")
             # Bounded memory whatever the input size: DuckDB spills to disk beyond this.
-            con.execute("SET memory_limit = ?", [os.environ.get("RUNAUDIT_MEMORY_LIMIT", "1GB")])
+            con.execute("SET memory_limit = ?", [store.memory_limit])
             con.execute("SET preserve_insertion_order = false")
             # On a loaded machine DuckDB's progress bar printed into stdout and corrupted --json output. Inside
             # Jupyter without ipywidgets DuckDB refuses to change the setting at all; printing is what matters.
