@@ -333,6 +333,29 @@ def test_otel_each_inference_span_is_a_run_other_spans_counted(store: Store, tmp
     assert again.runs_added == 0
 
 
+def test_otel_spans_are_numbered_across_resources_and_scopes(store: Store, tmp_path: Path) -> None:
+    """A line's spans are parts 1, 2, ... in the order of resources, then scopes, then spans (the part is half of
+    a run's identity in its file); a resource with no attributes, a scope with no spans and a line with no list of
+    resources change nothing around them."""
+    ids = [f"{i:016X}" for i in range(1, 6)]
+    line = {"resourceSpans": [
+        {"scopeSpans": [{"spans": [chat(span_id=ids[0]), HTTP]}, {"scope": {"name": "empty"}, "spans": []}]},
+        {"resource": {"attributes": [{"key": "service.name", "value": sv("second")}]},
+         "scopeSpans": [{"scope": {"name": "a"}, "spans": [chat(span_id=ids[1])]},
+                        {"scope": {"name": "b"}, "spans": [chat(span_id=ids[2]), chat(span_id=ids[3])]}]}]}
+    res, rows = audit(store, write(tmp_path / "t.jsonl", [line, {"resourceSpans": {"not": "a list"}},
+                                                          otlp(chat(span_id=ids[4]))]))
+    accounted(res)
+    assert res.runs_added == 5 and res.spans_other == 1
+    got = store.rows("SELECT run_id, source_line, record_occ, raw FROM runs ORDER BY source_line, rid")
+    assert [(g[0], g[1]) for g in got] == [(i.lower(), 1) for i in ids[:4]] + [(ids[4].lower(), 3)]
+    first = json.loads(got[0][3])
+    assert first["resource"] == {} and first["scope"] is None  # neither was logged
+    assert json.loads(got[1][3])["resource"] == {"service.name": "second"}
+    assert [json.loads(g[3])["scope"]["name"] for g in got[1:4]] == ["a", "b", "b"]
+    assert {r["task_id"] for r in rows if r["run_id"] != ids[0].lower()} >= {"second"}
+
+
 @pytest.mark.parametrize(("sp", "outcome", "code"), [
     (chat(None, attrs={"error.type": "RateLimitError"}, status={"code": 2, "message": "Error code: 429 - slow down"}),
      "infra_error", "IN01"),

@@ -444,6 +444,42 @@ def test_big_records_parse_within_memory_and_none_is_lost(tmp_path: Path) -> Non
     assert runaudit.check_record(lines[16]).outcome == "ok"  # the inline check parses it within memory too
 
 
+def test_an_otlp_export_of_512_spans_with_content_is_unfolded_within_memory(tmp_path: Path) -> None:
+    """The collector's file exporter writes a batch of up to 512 spans per line; with content capture on, 12 MB.
+    Unfolding it built one list of every span per line, which took more than DuckDB's 4 GB limit and failed the
+    file; now each resource, scope and span is a row of its own: 512 runs, peak RSS under 2 GiB."""
+    def attr(k: str, v: str) -> dict[str, object]:
+        return {"key": k, "value": {"stringValue": v}}
+
+    spans = [{"traceId": f"{i:032x}", "spanId": f"{i:016x}", "name": "chat gpt-4o-mini", "kind": 3,
+              "startTimeUnixNano": "1780540260000000000", "endTimeUnixNano": "1780540261400000000",
+              "attributes": [attr("gen_ai.operation.name", "chat"), attr("gen_ai.provider.name", "openai"),
+                             attr("gen_ai.request.model", "gpt-4o-mini"),
+                             attr("gen_ai.input.messages", json.dumps([{"role": "user", "parts": [
+                                 {"type": "text", "content": "Summarise this ticket please. " * 600}]}])),
+                             attr("gen_ai.output.messages", json.dumps([{"role": "assistant", "parts": [
+                                 {"type": "text", "content": "The ticket is resolved. " * 150}],
+                                 "finish_reason": "stop"}]))],
+              "status": {"code": 0}} for i in range(512)]
+    log = tmp_path / "traces.jsonl"
+    log.write_text(json.dumps({"resourceSpans": [{"resource": {"attributes": [attr("service.name", "triage")]},
+                                                  "scopeSpans": [{"scope": {"name": "s"}, "spans": spans}]}]})
+                   + "\n", encoding="utf-8")
+    assert log.stat().st_size > 10 << 20
+    db = tmp_path / "t.duckdb"
+    code = ("import json, resource, sys; from runaudit.store import Store; from runaudit.ingest import ingest; "
+            "s = Store.open(sys.argv[1]); r = ingest(s, sys.argv[2:]); "
+            "print(json.dumps({'r': r.as_dict(), 'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    env = {k: v for k, v in os.environ.items() if k != "RUNAUDIT_MEMORY_LIMIT"}
+    out = subprocess.run([PY, "-c", code, str(db), str(log)], capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["r"]["runs_added"] == 512 and res["r"]["quarantined"] == 0
+    assert res["rss_kb"] < 2 * 1024 * 1024
+    with Store.open(db, read_only=True) as s:
+        assert s.scalar("SELECT count(DISTINCT run_id) FROM runs WHERE task_id = 'triage'") == 512
+
+
 def test_a_window_is_cut_into_record_batches_by_lines_and_bytes() -> None:
     """The reader's record batches hold at most 2048 lines and about BATCH_BYTES of text each, in order; a line
     longer than that shares a batch only with the lines that start before it in the same span of bytes."""

@@ -43,18 +43,26 @@ def _hex_id(x: str) -> str:
 # The spans of the window's OTLP lines, each with its resource and scope, numbered within its line.
 SPANS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _otel AS
-WITH l AS (
+WITH r AS (
+  -- one row per resource, then per scope, then per span: a line of 512 spans with their content, built as one
+  -- list per line, took more than DuckDB's 4 GB limit to parse (2048 rows at a time, each the whole line)
   SELECT line_no, byte_offset, nbytes,
-    flatten(flatten(list_transform(json_extract(line, '$.resourceSpans[*]'), lambda r:
-      list_transform(json_extract(r, '$.scopeSpans[*]'), lambda s:
-        list_transform(json_extract(s, '$.spans[*]'), lambda sp:
-          json_object('span', sp, 'resource', r->'$.resource.attributes', 'scope', s->'$.scope')))))) AS spans
+         unnest(list_transform(json_extract(line, '$.resourceSpans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
   FROM _final WHERE shape = 'otlp'
+), sc AS (
+  SELECT line_no, byte_offset, nbytes, e.i AS ri, e.x AS r,
+         unnest(list_transform(json_extract(e.x, '$.scopeSpans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
+  FROM r
 ), u AS (
-  SELECT line_no, byte_offset, nbytes, unnest(list_transform(spans, lambda x, i: {{'i': i, 'x': x}})) AS e FROM l
+  SELECT line_no, byte_offset, nbytes, ri, e.i AS si,
+         -- as one JSON object and back, as the spans were read before: a missing field is JSON null
+         json_object('resource', r->'$.resource.attributes', 'scope', e.x->'$.scope') AS rs,
+         unnest(list_transform(json_extract(e.x, '$.spans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
+  FROM sc
 ), s AS (
-  SELECT line_no, byte_offset, nbytes, e.i AS part, e.x->'$.span' AS sp, e.x->'$.resource' AS res,
-         e.x->'$.scope' AS scope, {attrs_sql("e.x->'$.span.attributes'")} AS attrs
+  SELECT line_no, byte_offset, nbytes, row_number() OVER (PARTITION BY line_no ORDER BY ri, si, e.i) AS part,
+         json_object('span', e.x)->'$.span' AS sp, rs->'$.resource' AS res, rs->'$.scope' AS scope,
+         {attrs_sql("json_object('span', e.x)->'$.span.attributes'")} AS attrs
   FROM u
 )
 SELECT line_no, byte_offset, nbytes, part,
