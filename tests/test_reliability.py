@@ -399,6 +399,21 @@ def test_memory_stays_bounded_on_blank_floods_and_container_bombs(tmp_path: Path
         assert s.scalar("SELECT reason FROM quarantine") == "too_complex"
 
 
+def _audit_in_a_process(db: Path, log: Path) -> dict[str, object]:
+    """Ingest and classify ``log`` in a fresh process with the default memory limits: the ingest result, the
+    memory limit afterwards and the process's peak RSS."""
+    code = ("import json, resource, sys; from runaudit.store import Store; from runaudit.ingest import ingest; "
+            "from runaudit.classify import classify; from runaudit.config import Config; "
+            "s = Store.open(sys.argv[1]); r = ingest(s, sys.argv[2:]); classify(s, Config()); "
+            "print(json.dumps({'r': r.as_dict(), 'limit': s.scalar(\"SELECT current_setting('memory_limit')\"), "
+            "'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    env = {k: v for k, v in os.environ.items() if k != "RUNAUDIT_MEMORY_LIMIT"}
+    out = subprocess.run([PY, "-c", code, str(db), str(log)], capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res: dict[str, object] = json.loads(out.stdout)
+    return res
+
+
 def test_big_records_parse_within_memory_and_none_is_lost(tmp_path: Path) -> None:
     """Records of megabytes, as agent and vision pipelines log them: 16 requests of 2 MB with 2,000 turns each in
     one window, a 12 MB request holding a base64 image, a 20 MB reply of 100,000 content blocks. Each used to fail
@@ -423,15 +438,7 @@ def test_big_records_parse_within_memory_and_none_is_lost(tmp_path: Path) -> Non
     log = tmp_path / "big.jsonl"
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
     db = tmp_path / "big.duckdb"
-    code = ("import json, resource, sys; from runaudit.store import Store; from runaudit.ingest import ingest; "
-            "from runaudit.classify import classify; from runaudit.config import Config; "
-            "s = Store.open(sys.argv[1]); r = ingest(s, sys.argv[2:]); classify(s, Config()); "
-            "print(json.dumps({'r': r.as_dict(), 'limit': s.scalar(\"SELECT current_setting('memory_limit')\"), "
-            "'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
-    env = {k: v for k, v in os.environ.items() if k != "RUNAUDIT_MEMORY_LIMIT"}
-    out = subprocess.run([PY, "-c", code, str(db), str(log)], capture_output=True, text=True, timeout=900, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout)
+    res = _audit_in_a_process(db, log)
     assert res["r"]["ingested"] == 18 and res["r"]["quarantined"] == 0
     assert res["rss_kb"] < 2 * 1024 * 1024
     assert res["limit"] in ("953.6 MiB", "1.0 GiB", "1GB")  # DuckDB prints 1GB as 953.6 MiB
@@ -467,13 +474,7 @@ def test_an_otlp_export_of_512_spans_with_content_is_unfolded_within_memory(tmp_
                    + "\n", encoding="utf-8")
     assert log.stat().st_size > 10 << 20
     db = tmp_path / "t.duckdb"
-    code = ("import json, resource, sys; from runaudit.store import Store; from runaudit.ingest import ingest; "
-            "s = Store.open(sys.argv[1]); r = ingest(s, sys.argv[2:]); "
-            "print(json.dumps({'r': r.as_dict(), 'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
-    env = {k: v for k, v in os.environ.items() if k != "RUNAUDIT_MEMORY_LIMIT"}
-    out = subprocess.run([PY, "-c", code, str(db), str(log)], capture_output=True, text=True, timeout=900, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout)
+    res = _audit_in_a_process(db, log)
     assert res["r"]["runs_added"] == 512 and res["r"]["quarantined"] == 0
     assert res["rss_kb"] < 2 * 1024 * 1024
     with Store.open(db, read_only=True) as s:
