@@ -25,8 +25,6 @@ from runaudit.store import Store
 if TYPE_CHECKING:
     import pyarrow as pa
 
-BIG_LINE_BYTES = 1 << 20  # a line longer than this is checked with the window's parse headroom
-
 # What a check or a task reads back: the run as normalised and its classification under the ruleset.
 RESULT_SQL = """
 SELECT r.*, c.ruleset, c.outcome, c.sub_reason, c.signal, c.rule_code, c.retryable, c.refusal_score,
@@ -130,8 +128,8 @@ class Engine:
         # The statement is given the run's time, parsed from a guess at the logged time text, and says which text
         # the window read; a wrong guess is parsed again from that text and the statement run again.
         text = guess_ts_text(line)
-        # a big line needs the window's parse headroom (Store.parse_headroom); most lines are far below it
-        with self.store.parse_headroom() if nbytes > BIG_LINE_BYTES else contextlib.nullcontext():
+        # a long line needs the window's parse headroom (Store.parse_headroom); most lines are far below it
+        with self.store.parse_headroom(nbytes):
             tbl = self._execute_one(head, text)
         if tbl is None or tbl.num_rows != 1 or tbl["_special"][0].as_py() or tbl["rid"][0].as_py() is None:
             return None

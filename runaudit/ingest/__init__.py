@@ -356,8 +356,11 @@ def _blank_before(win: Any, defer: tuple[int, int, bool] | None, first_line: int
 def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
                    map_params: list[Any], hold_open: bool = False) -> dict[str, Any]:
     """Parse, quarantine and insert one window; ``final_sql`` is (plain, raw-SSE, span) variants of the parse.
-    The window's statements run with the parse headroom (:meth:`Store.parse_headroom`)."""
-    with store.parse_headroom():
+    A window holding a long line runs with the parse headroom (:meth:`Store.parse_headroom`)."""
+    import pyarrow.compute as pc
+
+    longest = int(pc.max(win.table["orig_len"]).as_py() or 0) if win.table.num_rows else 0
+    with store.parse_headroom(longest):
         return _process_window(store, win, ctx, final_sql, map_params, hold_open)
 
 
