@@ -481,6 +481,42 @@ def test_an_otlp_export_of_512_spans_with_content_is_unfolded_within_memory(tmp_
         assert s.scalar("SELECT count(DISTINCT run_id) FROM runs WHERE task_id = 'triage'") == 512
 
 
+def test_other_big_shapes_parse_within_memory(tmp_path: Path) -> None:
+    """More records of megabytes, each alone in its file: a Gemini stream logged as one JSON array of 20,000
+    chunks, a Claude Code transcript with a 12 MB tool result, a Responses body of 20,000 output items."""
+    chunks: list[dict[str, object]] = [{"candidates": [{"content": {"role": "model", "parts": [
+        {"text": "word " * 100}]}, "index": 0}], "modelVersion": "gemini-2.5-pro"} for _ in range(20_000)]
+    chunks[-1]["candidates"][0]["finishReason"] = "STOP"  # type: ignore[index]
+    sid = "3b1f6c2e-7d4a-4e0b-9c8f-2a6d5e4f1b01"
+
+    def turn(kind: str, uuid: str, content: object, **extra: object) -> dict[str, object]:
+        return {"type": kind, "uuid": uuid, "sessionId": sid, "timestamp": "2026-06-21T02:00:00.000Z",
+                "message": {"role": kind, "content": content, **extra}}
+
+    transcript = [turn("user", "u1", "Read the log."),
+                  turn("assistant", "a1", [{"type": "tool_use", "id": "t1", "name": "Read", "input": {"f": "x"}}],
+                       id="m1", type="message", model="claude", stop_reason="tool_use"),
+                  turn("user", "u2", [{"type": "tool_result", "tool_use_id": "t1",
+                                       "content": "log line\n" * 1_400_000}]),
+                  turn("assistant", "a2", [{"type": "text", "text": "The log is fine."}], id="m2", type="message",
+                       model="claude", stop_reason="end_turn")]
+    outputs = [{"type": "message", "id": f"m{i}", "role": "assistant",
+                "content": [{"type": "output_text", "text": "word " * 100}]} for i in range(20_000)]
+    files = {"gemini.jsonl": [chunks], "claude-code.jsonl": transcript,
+             "responses.jsonl": [{"run_id": "r", "task_id": "t", "response": {
+                 "id": "resp_1", "object": "response", "status": "completed", "model": "gpt-5", "output": outputs}}]}
+    for name, records in files.items():
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        assert (tmp_path / name).stat().st_size > 10 << 20
+    for name in files:
+        res = _audit_in_a_process(tmp_path / f"{name}.duckdb", tmp_path / name)
+        r = res["r"]
+        assert isinstance(r, dict) and r["quarantined"] == 0 and r["runs_added"] >= 1, (name, r)
+        assert isinstance(res["rss_kb"], int) and res["rss_kb"] < 2 * 1024 * 1024
+        with Store.open(tmp_path / f"{name}.duckdb", read_only=True) as s:
+            assert s.scalar("SELECT count(*) FROM classifications WHERE outcome = 'ok'") == r["runs_added"], name
+
+
 def test_a_window_is_cut_into_record_batches_by_lines_and_bytes() -> None:
     """The reader's record batches hold at most 2048 lines and about BATCH_BYTES of text each, in order; a line
     longer than that shares a batch only with the lines that start before it in the same span of bytes."""
