@@ -97,11 +97,10 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     done = done_failures_sql(cfg)
     # The delivered text (reasoning left out) is scored, and so is each string value of a tool payload or a
     # JSON body, one by one (a forced tool call or a schema answer is the deliverable); the highest score counts.
-    # The reply's score is computed by a chain of projections (score_stages) unless staged=False; a tool
-    # payload's strings, a list per run, always by the one-expression form.
-    # With staged, a payload's strings are scored the same way, one row per string (unnest), and the highest
-    # score per run is joined back: inside a lambda over the list, DuckDB set up the score's ~40 regexes again for
-    # every chunk holding a payload (1.4 s of 3.6 s at 200k realistic runs, 7% of them with a payload).
+    # The reply's score is computed by a chain of projections (score_stages) unless staged=False, and so are a
+    # payload's strings, one row per string (unnest), the highest score per run joined back: inside a lambda over
+    # the list, DuckDB set up the score's ~40 regexes again for every chunk holding a payload (1.4 s of 3.6 s at
+    # 200k realistic runs, 7% of them with a payload). staged=False scores both by the one-expression form.
     stages: list[list[tuple[str, str]]] = []
     leaf_stages: list[list[tuple[str, str]]] = []
     score = f"{STAGE_PREFIX}score"

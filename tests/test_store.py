@@ -63,3 +63,23 @@ def test_read_only_needs_an_existing_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no runaudit database"):
         Store.open(tmp_path / "missing.duckdb", read_only=True)
 
+
+
+def test_a_setting_changed_for_a_block_is_restored_even_after_a_failed_statement(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Store.setting restores DuckDB's setting after the block; when a statement in it failed, the aborted
+    transaction refuses every SET, so the setting is restored when the transaction rolls back."""
+    monkeypatch.delenv("RUNAUDIT_MEMORY_LIMIT", raising=False)
+    with Store.open(":memory:") as s:
+        before = s.scalar("SELECT current_setting('threads')")
+        with s.setting("threads", "1", str(before)):
+            assert s.scalar("SELECT current_setting('threads')") == 1
+        assert s.scalar("SELECT current_setting('threads')") == before
+        with pytest.raises(StoreError), s.transaction(), s.setting("memory_limit", "3GB", s.memory_limit):
+            s.run("SELECT 'x'::INTEGER")
+        assert s.scalar("SELECT current_setting('memory_limit')") == "953.6 MiB"  # 1GB, as DuckDB prints it
+        # the headroom for a long line, only for a long line
+        with s.parse_headroom(2 << 20):
+            assert s.scalar("SELECT current_setting('memory_limit')") == "3.7 GiB"  # 4GB
+        with s.parse_headroom(100):
+            assert s.scalar("SELECT current_setting('memory_limit')") == "953.6 MiB"

@@ -421,13 +421,8 @@ def _unfold_spans(store: Store, span_sql: str, map_params: list[Any]) -> tuple[i
     without one holds no model call. Returns (inference spans, other spans)."""
     # one thread: each holds a chunk of 2048 spans with their content, parsed (a line of 5,000 spans, 15 MB: peak
     # RSS 2.36 GB on 2 threads, 1.72 GB on one, and faster)
-    threads = int(store.scalar("SELECT current_setting('threads')") or 1)
-    store.run("SET threads = 1")
-    try:
+    with store.setting("threads", "1", str(store.scalar("SELECT current_setting('threads')"))):
         store.run(otel.SPANS_SQL)
-    finally:
-        with contextlib.suppress(Exception):  # after a failed statement the transaction is aborted
-            store.run(f"SET threads = {threads}")
     calls, other = store.rows("SELECT count(*) FILTER (WHERE is_call), count(*) FILTER (WHERE NOT is_call) "
                               "FROM _otel")[0]
     store.run("UPDATE _final SET shape = '_none' WHERE shape = 'otlp' "

@@ -59,11 +59,12 @@ WITH r AS (
          json_object('resource', r->'$.resource.attributes', 'scope', e.x->'$.scope') AS rs,
          unnest(list_transform(json_extract(e.x, '$.spans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
   FROM sc
-), s AS (
+), s0 AS (
   SELECT line_no, byte_offset, nbytes, row_number() OVER (PARTITION BY line_no ORDER BY ri, si, e.i) AS part,
-         json_object('span', e.x)->'$.span' AS sp, rs->'$.resource' AS res, rs->'$.scope' AS scope,
-         {attrs_sql("json_object('span', e.x)->'$.span.attributes'")} AS attrs
+         json_object('span', e.x)->'$.span' AS sp, rs->'$.resource' AS res, rs->'$.scope' AS scope
   FROM u
+), s AS (
+  SELECT *, {attrs_sql("sp->'$.attributes'")} AS attrs FROM s0
 )
 SELECT line_no, byte_offset, nbytes, part,
   coalesce(attrs->>'$."gen_ai.operation.name"' IN ('chat', 'generate_content', 'text_completion', 'completion'),

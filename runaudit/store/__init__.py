@@ -82,7 +82,24 @@ class Store:
         self.con = con
         self.path = path
         self.read_only = read_only
+        self._limit_fixed = bool(os.environ.get("RUNAUDIT_MEMORY_LIMIT"))
         self.memory_limit = os.environ.get("RUNAUDIT_MEMORY_LIMIT") or MEMORY_LIMIT
+        # settings to restore once the transaction is rolled back (see setting)
+        self._after_rollback: list[tuple[str, str]] = []
+
+    @contextlib.contextmanager
+    def setting(self, name: str, value: str, restore: str) -> Iterator[None]:
+        """DuckDB's ``name`` set to ``value`` for the block and to ``restore`` after it. A statement that failed in
+        the block leaves the transaction aborted, where no SET runs: the setting is then restored by
+        :meth:`transaction` when it rolls back."""
+        self.con.execute(f"SET {name} = ?", [value])
+        try:
+            yield
+        finally:
+            try:
+                self.con.execute(f"SET {name} = ?", [restore])
+            except duckdb.Error:
+                self._after_rollback.append((name, restore))
 
     @contextlib.contextmanager
     def parse_headroom(self, longest: int) -> Iterator[None]:
@@ -97,16 +114,11 @@ class Store:
         ordinary lines keep the lower limit: under the higher one the transaction's data grew past it, and with
         a spill after every window ingest was slower (1M realistic runs: peak RSS 1.22 -> 1.73 GB, 36 -> 42 s).
         """
-        if longest <= BIG_LINE_BYTES or os.environ.get("RUNAUDIT_MEMORY_LIMIT"):
+        if longest <= BIG_LINE_BYTES or self._limit_fixed:
             yield
             return
-        self.con.execute(f"SET memory_limit = '{PARSE_MEMORY_LIMIT}'")
-        try:
+        with self.setting("memory_limit", PARSE_MEMORY_LIMIT, self.memory_limit):
             yield
-        finally:
-            # after a failed statement the transaction is aborted: the limit is set again by the next window
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
 
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -265,6 +277,10 @@ class Store:
         except BaseException:
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
+            for name, value in self._after_rollback:
+                with contextlib.suppress(duckdb.Error):
+                    self.con.execute(f"SET {name} = ?", [value])
+            self._after_rollback.clear()
             raise
         else:
             self.execute("COMMIT")
