@@ -206,6 +206,34 @@ def test_windows_reuse_one_string_buffer(tmp_path: Path) -> None:
     assert [json.loads(x)["run_id"] for x in lines] == [str(i) for i in range(400)]
 
 
+
+def test_a_window_is_raw_sse_text_when_one_of_its_lines_starts_data(tmp_path: Path) -> None:
+    """The SSE flag is read from the bytes after each newline; it must say what a search of the window's bytes for
+    a line starting "data:" says, at the first line, the last line (with or without its newline), a line cut
+    short ("data" alone) and "data:" inside a line."""
+    import random
+
+    from runaudit.ingest.reader import iter_windows
+
+    rng = random.Random(7)
+    pieces = [b'{"a": 1}', b"data: {}", b"data:", b"data", b"dat", b'{"x": "\\ndata: y"}', b"", b"  data: {}",
+              b"event: x", b"d"]
+    for case in range(300):
+        body = b"".join(rng.choice(pieces) + rng.choice([b"\n", b"\r\n"]) for _ in range(rng.randint(1, 6)))
+        if rng.random() < 0.3:
+            body = body.rstrip(b"\r\n")
+        if not body:
+            continue
+        log = tmp_path / f"{case}.jsonl"
+        log.write_bytes(body)
+        with open(log, "rb", buffering=0) as f:
+            start = 0
+            for win in iter_windows(f):  # an unterminated last line is a window of its own
+                text = body[start:win.end_offset]
+                assert win.sse == (text.startswith(b"data:") or text.find(b"\ndata:") >= 0), text
+                start = win.end_offset
+        assert start == len(body)
+
 @pytest.mark.parametrize("encoding, name", [("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-16", "UTF-16"),
                                             ("utf-32-le", "UTF-32"), ("utf-32", "UTF-32")])
 def test_wide_encodings_are_a_clear_error_with_or_without_a_bom(store: Store, tmp_path: Path, encoding: str,
@@ -239,3 +267,30 @@ def test_a_stray_bom_like_group_is_a_bad_line_not_an_encoding_error(store: Store
     log.write_bytes(raw)
     res = ingest(store, [log])
     assert not res.errors and res.lines == raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1) - res.held
+
+
+def test_only_lines_holding_more_brackets_than_the_limit_are_flagged_too_complex(tmp_path: Path) -> None:
+    """A line is too complex to parse when it holds more '[' and '{' than MAX_CONTAINERS (inside strings too); the
+    count must be exact at the limit, mix both brackets and not leak into the lines around."""
+    from runaudit.ingest.reader import MAX_CONTAINERS, iter_windows
+
+    m = MAX_CONTAINERS
+    lines = [
+        json.dumps({"t": "[" * (m + 1)}),                        # over: flagged
+        json.dumps({"t": "{" * (m - 1)}),                        # the record's own '{' makes it exactly m: kept
+        json.dumps({"t": "[" * (m // 2) + "{" * (m // 2)}),     # m + 1 with the record's '{': flagged
+        json.dumps({"t": "x" * (3 * m)}),                        # long, no brackets: kept
+        json.dumps({"t": "[" * 10}),
+        "",
+        json.dumps({"t": "{" * m}),                              # m + 1: flagged, after a blank line
+    ]
+    log = tmp_path / "deep.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    flags = {}
+    with open(log, "rb", buffering=0) as f:
+        for win in iter_windows(f, max_line=64 << 20):
+            flags.update(zip(win.table.column("line_no").to_pylist(), win.table.column("too_long").to_pylist(),
+                             strict=True))
+    expected = {i + 1: s.count("[") + s.count("{") > m for i, s in enumerate(lines) if s}
+    assert flags == expected
+    assert list(expected.values()) == [True, False, True, False, False, True]
