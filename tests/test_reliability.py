@@ -481,6 +481,39 @@ def test_an_otlp_export_of_512_spans_with_content_is_unfolded_within_memory(tmp_
         assert s.scalar("SELECT count(DISTINCT run_id) FROM runs WHERE task_id = 'triage'") == 512
 
 
+def test_many_otlp_exports_under_a_megabyte_are_unfolded_within_memory(tmp_path: Path) -> None:
+    """Exports below the 1 MB that gets the parse headroom, many to a window: 24 lines of 150 spans with content
+    (340 KB each). Both steps failed the file on the 1 GB limit: the unfolding (its JSON function beside an unnest
+    kept 16 MB per chunk of spans) and the parse of the spans (2048 spans at a time took over 1 GB). Every span is
+    a run with its text, numbered within its line, and its line is kept."""
+    def attr(k: str, v: str) -> dict[str, object]:
+        return {"key": k, "value": {"stringValue": v}}
+
+    def export(n: int) -> str:
+        spans = [{"traceId": f"{n:016x}{i:016x}", "spanId": f"{i:016x}", "name": "chat m", "kind": 3,
+                  "startTimeUnixNano": "1780540260000000000", "endTimeUnixNano": "1780540261400000000",
+                  "attributes": [attr("gen_ai.operation.name", "chat"), attr("gen_ai.request.model", "m"),
+                                 attr("gen_ai.input.messages", json.dumps([{"role": "user", "parts": [
+                                     {"type": "text", "content": f"question {n}.{i} " + "q " * 500}]}])),
+                                 attr("gen_ai.output.messages", json.dumps([{"role": "assistant", "parts": [
+                                     {"type": "text", "content": f"answer {n}.{i} " + "a " * 400}],
+                                     "finish_reason": "stop"}]))]} for i in range(150)]
+        return json.dumps({"resourceSpans": [{"resource": {"attributes": [attr("service.name", "svc")]},
+                                              "scopeSpans": [{"scope": {"name": "s"}, "spans": spans}]}]})
+
+    log = tmp_path / "traces.jsonl"
+    log.write_text("".join(export(n) + "\n" for n in range(24)), encoding="utf-8")
+    assert max(len(x) for x in log.read_text().splitlines()) < 1 << 20
+    db = tmp_path / "t.duckdb"
+    res = _audit_in_a_process(db, log)
+    assert (res["r"]["lines"], res["r"]["runs_added"], res["r"]["quarantined"]) == (24, 24 * 150, 0)
+    assert res["rss_kb"] < 2 * 1024 * 1024
+    with Store.open(db, read_only=True) as s:
+        rows = s.rows("SELECT source_line, run_id, response_text FROM runs")
+    assert sorted((line, int(run, 16)) for line, run, _ in rows) == [(n + 1, i) for n in range(24) for i in range(150)]
+    assert all(text == f"answer {line - 1}.{int(run, 16)} " + "a " * 400 for line, run, text in rows)
+
+
 def test_other_big_shapes_parse_within_memory(tmp_path: Path) -> None:
     """More records of megabytes, each alone in its file: a Gemini stream logged as one JSON array of 20,000
     chunks, a Claude Code transcript with a 12 MB tool result, a Responses body of 20,000 output items."""

@@ -31,6 +31,7 @@ from runaudit.ingest.reader import (
     iter_windows,
     open_log,
     prefix_digest,
+    records_table,
 )
 from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
@@ -387,7 +388,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
               "unterminated": win.unterminated_last}
     spans_other = spans = 0
     if store.scalar("SELECT count(*) FROM _final WHERE shape = 'otlp'"):
-        spans, spans_other = _unfold_spans(store, final_sql[2], map_params)
+        spans, spans_other = _unfold_spans(store, final_sql[2], map_params, ctx)
     store.run(KEYS_SQL)
     quarantinable = int(store.scalar("SELECT count(*) FROM _final WHERE kind <> 'blank' AND shape IS NULL"))
     quarantined = int(store.rows(QUARANTINE_SQL, params)[0][0])
@@ -416,27 +417,37 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
             "not_calls": int(counts.get("not_calls", 0)), "spans_other": spans_other}
 
 
-def _unfold_spans(store: Store, span_sql: str, map_params: list[Any]) -> tuple[int, int]:
+def _unfold_spans(store: Store, span_sql: str, map_params: list[Any], ctx: dict[str, Any]) -> tuple[int, int]:
     """Replace each OTLP line of ``_final`` by one record per GenAI inference span (``part`` 1, 2, ...); a line
     without one holds no model call. Returns (inference spans, other spans)."""
+    batches = otel.line_batches(store.rows("SELECT line_no, nbytes FROM _final WHERE shape = 'otlp' "
+                                           "ORDER BY line_no"))
     # one thread: each holds a chunk of 2048 spans with their content, parsed (a line of 5,000 spans, 15 MB: peak
     # RSS 2.36 GB on 2 threads, 1.72 GB on one, and faster)
     with store.setting("threads", "1", str(store.scalar("SELECT current_setting('threads')"))):
-        store.run(otel.SPANS_SQL)
+        for i, (lo, hi) in enumerate(batches):
+            head = "CREATE OR REPLACE TEMP TABLE _otel AS " if i == 0 else "INSERT INTO _otel "
+            store.run(head + otel.SPANS_SELECT, {"lo": lo, "hi": hi})
     calls, other = store.rows("SELECT count(*) FILTER (WHERE is_call), count(*) FILTER (WHERE NOT is_call) "
                               "FROM _otel")[0]
     store.run("UPDATE _final SET shape = '_none' WHERE shape = 'otlp' "
               "AND line_no NOT IN (SELECT line_no FROM _otel WHERE is_call)")
     if calls:
-        store.run(otel.CHUNK_SQL)
+        # the span records, in small record batches over the file's one reused buffer (see otel.CALLS_SQL)
+        chunk, ctx["span_buf"] = records_table(store.arrow(otel.CALLS_SQL), ctx.get("span_buf", bytearray()),
+                                               otel.SPAN_BATCH_BYTES)
         store.run("ALTER TABLE _final RENAME TO _final_main")
-        store.run(span_sql, map_params)
+        store.con.register("_chunk", chunk)
+        try:
+            store.run(span_sql, map_params)  # parses _chunk into _final
+        finally:
+            with contextlib.suppress(Exception):
+                store.con.unregister("_chunk")
         store.run("ALTER TABLE _final RENAME TO _final_spans")
         store.run("ALTER TABLE _final_main RENAME TO _final")
         store.run("DELETE FROM _final WHERE shape = 'otlp'")
         store.run("INSERT INTO _final BY NAME SELECT * FROM _final_spans")
         store.run("DROP TABLE _final_spans")
-        store.run("DROP TABLE _chunk")
     store.run("DROP TABLE _otel")
     return int(calls), int(other)
 

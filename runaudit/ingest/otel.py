@@ -40,25 +40,35 @@ def _hex_id(x: str) -> str:
             f"ELSE coalesce(try(lower(hex(from_base64({x})))), {x}) END)")
 
 
-# The spans of the window's OTLP lines, each with its resource and scope, numbered within its line.
-SPANS_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _otel AS
+# OTLP lines are unfolded and their spans parsed a batch of lines at a time, about this many bytes of lines each
+# (a line longer than that is a batch of its own): DuckDB counts the blocks its JSON functions reserve against
+# its memory limit, so a window of 64 exports of 880 KB with content, unfolded at once, failed its file at 1 GB.
+BATCH_BYTES = 4 << 20
+
+# The spans of the OTLP lines ``$lo``..``$hi`` of the window, each with its resource and scope, numbered within
+# its line.
+SPANS_SELECT = f"""
 WITH r AS (
   -- one row per resource, then per scope, then per span: a line of 512 spans with their content, built as one
   -- list per line, took more than DuckDB's 4 GB limit to parse (2048 rows at a time, each the whole line)
   SELECT line_no, byte_offset, nbytes,
          unnest(list_transform(json_extract(line, '$.resourceSpans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
-  FROM _final WHERE shape = 'otlp'
+  FROM _final WHERE shape = 'otlp' AND line_no BETWEEN $lo AND $hi
 ), sc AS (
   SELECT line_no, byte_offset, nbytes, e.i AS ri, e.x AS r,
          unnest(list_transform(json_extract(e.x, '$.scopeSpans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
   FROM r
-), u AS (
-  SELECT line_no, byte_offset, nbytes, ri, e.i AS si,
-         -- as one JSON object and back, as the spans were read before: a missing field is JSON null
-         json_object('resource', r->'$.resource.attributes', 'scope', e.x->'$.scope') AS rs,
-         unnest(list_transform(json_extract(e.x, '$.spans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
+), sr AS (
+  -- as one JSON object and back, as the spans were read before: a missing field is JSON null. Built here, not
+  -- beside the unnest below: a JSON function next to an unnest is run again for each chunk of the unnest's
+  -- output and DuckDB keeps its 16 MB buffers until the next input chunk (12 exports of 150 spans took 1 GB)
+  SELECT line_no, byte_offset, nbytes, ri, e.i AS si, e.x AS x,
+         json_object('resource', r->'$.resource.attributes', 'scope', e.x->'$.scope') AS rs
   FROM sc
+), u AS (
+  SELECT line_no, byte_offset, nbytes, ri, si, rs,
+         unnest(list_transform(json_extract(x, '$.spans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
+  FROM sr
 ), s0 AS (
   SELECT line_no, byte_offset, nbytes, row_number() OVER (PARTITION BY line_no ORDER BY ri, si, e.i) AS part,
          json_object('span', e.x)->'$.span' AS sp, rs->'$.resource' AS res, rs->'$.scope' AS scope
@@ -84,12 +94,27 @@ SELECT line_no, byte_offset, nbytes, part,
 FROM s
 """
 
-# The span records to parse (the parse's input columns, with ``part``).
-CHUNK_SQL = """
-CREATE OR REPLACE TEMP TABLE _chunk AS
-SELECT line_no, part, byte_offset, line, false AS bad_utf8, false AS too_long, nbytes AS orig_len, false AS padded
-FROM _otel WHERE is_call
-"""
+# The span records to parse, in line order. They are parsed from Arrow record batches of about SPAN_BATCH_BYTES of
+# text: DuckDB reads a table 2048 rows at a time, and parsing 2048 spans with their content takes over 1 GB (each
+# JSON function holds what it parsed for a whole chunk: about 0.6 MB per span of 2.4 KB).
+CALLS_SQL = ("SELECT line_no, part, byte_offset, line, nbytes AS orig_len FROM _otel WHERE is_call "
+             "ORDER BY line_no, part")
+SPAN_BATCH_BYTES = 256 << 10
+
+
+def line_batches(lines: list[tuple[int, int]], budget: int = BATCH_BYTES) -> list[tuple[int, int]]:
+    """``(first, last)`` line numbers of consecutive batches of ``lines`` (``(line_no, nbytes)`` in line order)
+    holding about ``budget`` bytes each; a line longer than ``budget`` is a batch of its own."""
+    batches: list[tuple[int, int]] = []
+    size = 0
+    for no, n in lines:
+        if batches and size + n <= budget:
+            batches[-1] = (batches[-1][0], no)
+            size += n
+        else:
+            batches.append((no, no))
+            size = n
+    return batches
 
 # What the record mapping reads from a span (the ``otel_span`` object).
 SPAN_SPEC = json.dumps({"trace_id": "VARCHAR", "span_id": "VARCHAR", "name": "VARCHAR",

@@ -238,8 +238,8 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
     return _batched(table, np.diff(noffs)), n, blank, sse
 
 
-def _batched(table: pa.Table, lens: np.ndarray) -> pa.Table:
-    """``table`` as record batches of at most 2048 lines and about ``BATCH_BYTES`` of line text each (a longer line
+def _batched(table: pa.Table, lens: np.ndarray, budget: int = BATCH_BYTES) -> pa.Table:
+    """``table`` as record batches of at most 2048 lines and about ``budget`` bytes of line text each (a longer line
     is a batch with the lines that start before it in the same span of bytes). Several batches let DuckDB scan a
     window on every core; DuckDB parses one batch at a time, and parsing a record takes tens of times its size in
     memory (each step of the normaliser holds its own copy of the nested fields), so a window of 2 MB records is
@@ -248,7 +248,7 @@ def _batched(table: pa.Table, lens: np.ndarray) -> pa.Table:
     if rows == 0:
         return table
     starts = np.concatenate(([0], np.cumsum(lens[:-1], dtype=np.int64)))
-    bucket = starts // BATCH_BYTES
+    bucket = starts // budget
     first = np.flatnonzero(np.diff(bucket)) + 1  # a line that starts a new span of bytes starts a batch
     cuts: list[int] = []
     prev = 0
@@ -261,6 +261,30 @@ def _batched(table: pa.Table, lens: np.ndarray) -> pa.Table:
         batches.extend(table.slice(lo, hi - lo).to_batches())
         lo = hi
     return pa.Table.from_batches(batches, schema=table.schema)
+
+
+def records_table(table: pa.Table, out: bytearray, budget: int) -> tuple[pa.Table, bytearray]:
+    """``table`` (records made in SQL: ``line_no``, ``part``, ``byte_offset``, ``line``, ``orig_len``) as a window's
+    chunk, in record batches of about ``budget`` bytes of text, with its strings copied into ``out`` (grown when too
+    small, and returned): DuckDB keeps what it read from a registered Arrow table alive until the transaction
+    ends, so records made window after window must live in one reused buffer, as the reader's lines do."""
+    col = table.column("line").combine_chunks()
+    if col.null_count:
+        raise ValueError("a record made in SQL has no text")
+    n = len(col)
+    offs = np.frombuffer(col.buffers()[1], dtype=np.int32, count=col.offset + n + 1)[col.offset:]
+    lo, hi = int(offs[0]), int(offs[-1])
+    if len(out) < hi - lo:
+        out = bytearray(max(hi - lo, 2 * len(out)))
+    data = col.buffers()[2]
+    out[:hi - lo] = memoryview(data)[lo:hi] if data is not None else b""
+    lines = pa.StringArray.from_buffers(n, pa.py_buffer((offs - lo).astype(np.int32)),
+                                        pa.py_buffer(memoryview(out)[:hi - lo]))
+    false = pa.nulls(n, pa.bool_()).fill_null(False)
+    chunk = pa.table({"line_no": table.column("line_no"), "part": table.column("part"),
+                      "byte_offset": table.column("byte_offset"), "line": lines, "bad_utf8": false,
+                      "too_long": false, "orig_len": table.column("orig_len"), "padded": false})
+    return _batched(chunk, np.diff(offs), budget), out
 
 
 def _too_long_table(first: bytes, line_no: int, offset: int, length: int) -> pa.Table:

@@ -20,6 +20,7 @@ from runaudit.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import polars as pl
+    import pyarrow as pa
 
 DEFAULT_DB = "runaudit.duckdb"
 MEMORY_LIMIT = "1GB"  # DuckDB's memory limit unless RUNAUDIT_MEMORY_LIMIT sets one
@@ -248,6 +249,18 @@ class Store:
         # fetchall, not fetchone: DuckDB refuses new work on a connection with a partly-read result.
         r = self.execute(sql, params).fetchall()
         return r[0][0] if r else None
+
+    def arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run a query and return its result whole, as an Arrow table."""
+        import pyarrow as pa
+
+        try:
+            rel = self.con.sql(sql, params=params) if params is not None else self.con.sql(sql)
+            out = rel.arrow()
+            # DuckDB 2.x returns a RecordBatchReader: read it whole before the next statement
+            return out if isinstance(out, pa.Table) else out.read_all()
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run a query and return a polars DataFrame (through Arrow: no row passes through Python)."""
