@@ -42,9 +42,10 @@ class Window:
 
 
 # Bytes of lines per window (tests shrink it to cross window boundaries). Each window costs a fixed ~0.2 s of
-# statement binding and row-group bookkeeping: 64 MB windows ingest 1M realistic runs ~8% faster than 32 MB ones
-# for ~65 MB more peak RSS; 128 MB ones are no faster.
-WINDOW_BYTES = 64 << 20
+# statement binding and row-group bookkeeping, and 64 MB windows ingest 1M realistic runs ~8% faster, but the
+# assembly of a window's stream events takes ~20 times their size in memory: 64 MB of OpenAI chunks (1,500 streams
+# of 40 KB in 115 MB) failed on the 1 GB limit, 32 MB windows pass.
+WINDOW_BYTES = 32 << 20
 # At most this many lines per window, so that per-line arrays stay small whatever the input (32 MB of newlines
 # would otherwise be 32 million rows).
 MAX_WINDOW_LINES = 1 << 20
