@@ -514,6 +514,33 @@ def test_many_otlp_exports_under_a_megabyte_are_unfolded_within_memory(tmp_path:
     assert all(text == f"answer {line - 1}.{int(run, 16)} " + "a " * 400 for line, run, text in rows)
 
 
+def test_windows_full_of_stream_events_assemble_within_memory(tmp_path: Path) -> None:
+    """Assembling a window's streams takes ~20 times its event bytes in DuckDB's memory: two windows' worth of
+    OpenAI chat chunks (streams of 40 KB) must ingest under the default 1 GB limit. With 64 MB windows this failed
+    the file, which is why windows are 32 MB."""
+    from runaudit.ingest.reader import WINDOW_BYTES
+
+    def stream(i: int) -> str:
+        base = {"id": f"chatcmpl-{i}", "object": "chat.completion.chunk", "created": 1780000000, "model": "gpt-5"}
+        ev = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+        ev += [{**base, "choices": [{"index": 0, "delta": {"content": f"{i}.{j} " + "word " * 40},
+                                     "finish_reason": None}]} for j in range(200)]
+        ev.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        return "".join(json.dumps(e) + "\n" for e in ev)
+
+    log = tmp_path / "chunks.jsonl"
+    with log.open("w", encoding="utf-8") as f:
+        n = 0
+        while f.tell() < 2 * WINDOW_BYTES:
+            f.write(stream(n))
+            n += 1
+    res = _audit_in_a_process(tmp_path / "s.duckdb", log)
+    assert (res["r"]["runs_added"], res["r"]["quarantined"]) == (n, 0)
+    with Store.open(tmp_path / "s.duckdb", read_only=True) as s:
+        assert s.scalar("SELECT count(*) FROM runs WHERE shape = 'openai_chat_stream' "
+                        "AND starts_with(response_text, run_id[10:] || '.0 ') AND length(response_text) > 40000") == n
+
+
 def test_other_big_shapes_parse_within_memory(tmp_path: Path) -> None:
     """More records of megabytes, each alone in its file: a Gemini stream logged as one JSON array of 20,000
     chunks, a Claude Code transcript with a 12 MB tool result, a Responses body of 20,000 output items."""
