@@ -245,6 +245,20 @@ def test_wide_encodings_are_a_clear_error_with_or_without_a_bom(store: Store, tm
     assert store.scalar("SELECT count(*) FROM quarantine") == 0
 
 
+@pytest.mark.parametrize("head", [b"\xfe\xff\x00\x00", b"\xff\xfe\x00", b"\xff\xfe\x00\x00\x00\x00\x01\x02",
+                                  b"\x00\x00\xfe\xff\x00\x00\x00\x00"])
+def test_a_stray_bom_with_a_few_nuls_is_a_bad_line_not_a_wide_encoding(store: Store, tmp_path: Path,
+                                                                       head: bytes) -> None:
+    """A BOM-like first line with NUL bytes, then JSON lines (found by the hypothesis test): the text after the BOM
+    is not UTF-16 or UTF-32 (its high-byte lanes are not NUL), so the file is read and the odd line quarantined."""
+    log = tmp_path / "stray.jsonl"
+    log.write_bytes(head + b"\n" + json.dumps(flat(run_id="a")).encode() + b"\n{}\n")
+    res = ingest(store, [log])
+    assert not res.errors
+    assert (res.lines, res.ingested) == (3, 1)
+    assert res.ingested + res.duplicates + res.blank + res.quarantined + res.not_calls == res.lines
+
+
 def test_cr_only_line_endings_are_a_clear_error(store: Store, tmp_path: Path) -> None:
     log = tmp_path / "mac.jsonl"
     log.write_bytes("".join(json.dumps(flat(run_id=str(i))) + "\r" for i in range(3)).encode())

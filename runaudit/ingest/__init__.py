@@ -381,7 +381,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
     if streams.has_stream_events(store):
         parts, defer, held_off = streams.assemble(store, final_sql[0], map_params, first_line=first_line,
                                                   last_line=first_line + win.lines - 1, last_window=win.eof,
-                                                  can_grow=win.can_grow, hold_open=hold_open)
+                                                  can_grow=win.can_grow, hold_open=hold_open, bufs=ctx)
     params = {"file": ctx["file"], "ingest_id": ctx["ingest_id"], "cap": QUARANTINE_CAP,
               "max_containers": MAX_CONTAINERS,
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
@@ -463,16 +463,19 @@ def _check_encoding(path: str, head: bytes) -> None:
 
     # ASCII text in a wide encoding: some lanes all NUL, the character lane almost never NUL
     lanes4 = [share(h[i::4]) for i in range(4)]
-    # a BOM decides only with text after it that looks like UTF-32 (a stray BOM-like group is a bad line)
-    utf32 = (h[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") and len(h) >= 12
-             and h[4:].count(0) >= (len(h) - 4) // 2) or (len(h) >= 16 and (
+    # A BOM decides only with text after it that looks like UTF-32 or UTF-16: ASCII JSON leaves the lanes of the
+    # high bytes NUL (the NULs anywhere were counted before, and a stray BOM with a few NULs was called UTF-16).
+    after4 = [share(h[4 + i::4]) for i in range(4)]
+    utf32 = (len(h) >= 12 and ((h[:4] == b"\xff\xfe\x00\x00" and min(after4[1:]) >= 0.5)
+                               or (h[:4] == b"\x00\x00\xfe\xff" and min(after4[:3]) >= 0.5))) or (len(h) >= 16 and (
         (min(lanes4[1:]) >= 0.9 and lanes4[0] <= 0.1) or (max(lanes4[:3]) >= 0.9 and min(lanes4[:3]) >= 0.9
                                                          and lanes4[3] <= 0.1)))
     if utf32:
         raise InputFormatError(f"{path} is UTF-32 encoded; runaudit reads UTF-8 JSON lines",
                                hint=f"convert it: iconv -f UTF-32 -t UTF-8 {path} > {path}.utf8.jsonl")
     even, odd = share(h[0::2]), share(h[1::2])
-    utf16 = (h[:2] in (b"\xff\xfe", b"\xfe\xff") and len(h) >= 8 and h[2:].count(0) >= (len(h) - 2) // 3) or (
+    utf16 = (len(h) >= 8 and ((h[:2] == b"\xfe\xff" and share(h[2::2]) >= 0.5)
+                              or (h[:2] == b"\xff\xfe" and share(h[3::2]) >= 0.5))) or (
         len(h) >= 16 and ((even >= 0.9 and odd <= 0.1) or (odd >= 0.9 and even <= 0.1)))
     if utf16:
         raise InputFormatError(f"{path} is UTF-16 encoded; runaudit reads UTF-8 JSON lines",

@@ -32,10 +32,12 @@ An event line before any start of its stream (a file that starts mid-stream) is 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from runaudit.ingest.claude_code import session_sql
 from runaudit.ingest.normalize import gemini_merge_sql
+from runaudit.ingest.reader import records_table
 from runaudit.store import Store
 
 # Event lines grouped into streams (``sid``) by family: Anthropic events from one message_start to the next,
@@ -156,15 +158,30 @@ WHERE NOT ended AND end_line > $last_line - $recent
 """.replace("__TX_ENDED__", _TX_ENDED)
 
 # One assembled response per stream, as a line for the normal parse.
-ASSEMBLE_SQL = """
-CREATE OR REPLACE TEMP TABLE _streams AS
+# Streams are assembled a batch at a time, about this many bytes of events each (a longer stream is a batch of its
+# own), and the records they make are parsed from Arrow record batches of about RECORD_BATCH_BYTES: DuckDB runs a
+# statement's expressions on 2048 rows at a time and each JSON function holds what it made for the whole chunk,
+# so 873 streams of 40 KB assembled at once took 1.5 GB (~1.6 MB each), and 64 MB windows of OpenAI chunks
+# failed on the 1 GB limit.
+BATCH_BYTES = 8 << 20
+RECORD_BATCH_BYTES = 1 << 20
+
+# The batch of each stream of ``_ev``: streams in line order, cut every BATCH_BYTES of events.
+BATCHES_SQL = """
+CREATE OR REPLACE TEMP TABLE _sbatch AS
+SELECT sid, (sum(b) OVER (ORDER BY first_line ROWS UNBOUNDED PRECEDING) - b) // $budget AS batch
+FROM (SELECT sid, sum(nbytes) AS b, min(line_no) AS first_line FROM _ev GROUP BY sid)
+"""
+
+# One record per stream of batch ``$batch`` (the head, CREATE ... AS or INSERT INTO _streams, is the caller's).
+ASSEMBLE_SELECT = """
 WITH x AS (
   SELECT sid, fam, line_no, byte_offset, nbytes, ev_type, line,
          CASE WHEN ev_type = 'content_block_delta' THEN json_extract_string(line, '$.delta.type') END AS dtype,
          CASE WHEN ev_type = 'content_block_start' THEN json_extract_string(line, '$.content_block.type') END
              AS btype,
          CASE WHEN fam = 'openai' THEN json_extract(line, '$.choices[0]') END AS ch
-  FROM _ev
+  FROM _ev WHERE sid IN (SELECT sid FROM _sbatch WHERE batch = $batch)
 ), g AS (
   SELECT sid, any_value(fam) AS fam, min(line_no) AS line_no, min(byte_offset) AS byte_offset,
     sum(nbytes) AS nbytes, count(*) AS events, max(line_no) AS last_line,
@@ -308,11 +325,8 @@ SELECT sid, line_no, byte_offset, nbytes, events,
 FROM g LEFT JOIN ocalls USING (sid) LEFT JOIN ablocks USING (sid) LEFT JOIN btools USING (sid)
 """.replace("__GEMINI_MERGE__", gemini_merge_sql("gchunks")).replace("__CLAUDE_FOLD__", session_sql("clines"))
 
-CHUNK_SQL = """
-CREATE OR REPLACE TEMP TABLE _chunk AS
-SELECT line_no, byte_offset, line, false AS bad_utf8, false AS too_long, nbytes AS orig_len, false AS padded
-FROM _streams
-"""
+# The assembled records to parse, in line order (one part each).
+RECORDS_SQL = "SELECT line_no, 0::BIGINT AS part, byte_offset, line, nbytes AS orig_len FROM _streams ORDER BY line_no"
 
 MERGE_SQL = """
 DELETE FROM _final WHERE line_no IN (SELECT line_no FROM _ev);
@@ -324,7 +338,7 @@ SELECT * REPLACE (CASE shape WHEN 'anthropic' THEN 'anthropic_stream' WHEN 'open
                   list_append(notes, 'assembled_from_stream') AS notes)
 FROM _final_streams;
 DROP TABLE _final_streams;
-DROP TABLE _chunk;
+DROP TABLE _sbatch;
 """
 
 # Event lines (beyond the one that stands for the stream) whose stream became a new run in this window.
@@ -341,7 +355,8 @@ def has_stream_events(store: Store) -> bool:
 
 def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line: int, last_line: int,
              last_window: bool, can_grow: bool,
-             hold_open: bool = False) -> tuple[int, tuple[int, int, bool] | None, int | None]:
+             hold_open: bool = False, bufs: dict[str, Any] | None = None,
+             ) -> tuple[int, tuple[int, int, bool] | None, int | None]:
     """Replace the stream event lines of ``_final`` by one assembled run per stream.
 
     Returns the number of event lines folded into streams beyond one per stream, and, when the window's last
@@ -350,7 +365,9 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
     began on this window's first line. A stream that outgrows the largest window is assembled in parts (the
     later parts are quarantined as events without a start). Third, with ``hold_open`` on the last window of a
     file still being written: the byte offset from which lines are held back (a stream not ended yet), else None.
+    ``bufs`` (the file's context) keeps the buffer the assembled records live in from window to window.
     """
+    bufs = {} if bufs is None else bufs
     store.run(EVENTS_SQL)
     if not store.scalar("SELECT count(*) FROM _ev"):
         return 0, None, None
@@ -364,7 +381,7 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
         if start_line is not None:
             store.run("DELETE FROM _final WHERE line_no >= ?", [start_line])
             store.run("DELETE FROM _ev WHERE line_no >= ?", [start_line])
-            parts, _, _ = _assemble_rest(store, final_sql, map_params)
+            parts, _, _ = _assemble_rest(store, final_sql, map_params, bufs)
             return parts, (int(start_off), int(start_line), False), int(start_off)
     if not last_window:
         start_line, start_off = store.rows(OPEN_STREAMS_SQL, {"last_line": last_line, "recent": HOLD_RECENT})[0]
@@ -372,21 +389,30 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
             defer = (int(start_off), int(start_line), start_line == first_line)
             store.run("DELETE FROM _final WHERE line_no >= ?", [start_line])
             store.run("DELETE FROM _ev WHERE line_no >= ?", [start_line])
-    parts, _, _ = _assemble_rest(store, final_sql, map_params)
+    parts, _, _ = _assemble_rest(store, final_sql, map_params, bufs)
     return parts, defer, None
 
 
-def _assemble_rest(store: Store, final_sql: str, map_params: list[Any]) -> tuple[int, None, None]:
+def _assemble_rest(store: Store, final_sql: str, map_params: list[Any], bufs: dict[str, Any]) -> tuple[int, None, None]:
     if not store.scalar("SELECT count(*) FROM _ev"):
         return 0, None, None
     store.run(LONE_GEMINI_SQL)
     if not store.scalar("SELECT count(*) FROM _ev"):
         return 0, None, None
-    store.run(ASSEMBLE_SQL)
+    store.run(BATCHES_SQL, {"budget": BATCH_BYTES})
+    for i, (b,) in enumerate(store.rows("SELECT DISTINCT batch FROM _sbatch ORDER BY batch")):
+        head = "CREATE OR REPLACE TEMP TABLE _streams AS " if i == 0 else "INSERT INTO _streams "
+        store.run(head + ASSEMBLE_SELECT, {"batch": b})
     parts = int(store.scalar("SELECT coalesce(sum(events - 1), 0) FROM _streams") or 0)
-    store.run(CHUNK_SQL)
+    chunk, bufs["stream_buf"] = records_table(store.arrow(RECORDS_SQL), bufs.get("stream_buf", bytearray()),
+                                              RECORD_BATCH_BYTES)
     store.run("ALTER TABLE _final RENAME TO _final_main")
-    store.run(final_sql, map_params)
+    store.con.register("_chunk", chunk)
+    try:
+        store.run(final_sql, map_params)  # parses _chunk into _final
+    finally:
+        with contextlib.suppress(Exception):
+            store.con.unregister("_chunk")
     store.run("ALTER TABLE _final RENAME TO _final_streams")
     store.run("ALTER TABLE _final_main RENAME TO _final")
     for stmt in MERGE_SQL.split(";"):
