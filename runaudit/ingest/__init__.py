@@ -8,7 +8,6 @@ transaction: a killed ingest leaves the file's previous state, and the next run 
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
@@ -31,7 +30,6 @@ from runaudit.ingest.reader import (
     iter_windows,
     open_log,
     prefix_digest,
-    records_table,
 )
 from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
@@ -367,15 +365,9 @@ def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple
 
 def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
                     map_params: list[Any], hold_open: bool) -> dict[str, Any]:
-    con = store.con
     # Several record batches let DuckDB scan the window on every core.
-    con.register("_chunk", win.table)
-    try:
+    with store.registered("_chunk", win.table):
         store.run(final_sql[1] if win.sse else final_sql[0], map_params)
-    finally:
-        # after a failed statement the transaction is aborted and unregister would raise over the real error
-        with contextlib.suppress(Exception):
-            con.unregister("_chunk")
     first_line = ctx["line0"] + 1
     parts, defer, held_off = 0, None, None
     if streams.has_stream_events(store):
@@ -433,18 +425,9 @@ def _unfold_spans(store: Store, span_sql: str, map_params: list[Any], ctx: dict[
     store.run("UPDATE _final SET shape = '_none' WHERE shape = 'otlp' "
               "AND line_no NOT IN (SELECT line_no FROM _otel WHERE is_call)")
     if calls:
-        # the span records, in small record batches over the file's one reused buffer (see otel.CALLS_SQL)
-        chunk, ctx["span_buf"] = records_table(store.arrow(otel.CALLS_SQL), ctx.get("span_buf", bytearray()),
-                                               otel.SPAN_BATCH_BYTES)
-        store.run("ALTER TABLE _final RENAME TO _final_main")
-        store.con.register("_chunk", chunk)
-        try:
-            store.run(span_sql, map_params)  # parses _chunk into _final
-        finally:
-            with contextlib.suppress(Exception):
-                store.con.unregister("_chunk")
-        store.run("ALTER TABLE _final RENAME TO _final_spans")
-        store.run("ALTER TABLE _final_main RENAME TO _final")
+        # the span records, in small record batches (see otel.CALLS_SQL)
+        streams.parse_aside(store, otel.CALLS_SQL, "_final_spans", span_sql, map_params, ctx, "span_buf",
+                            otel.SPAN_BATCH_BYTES)
         store.run("DELETE FROM _final WHERE shape = 'otlp'")
         store.run("INSERT INTO _final BY NAME SELECT * FROM _final_spans")
         store.run("DROP TABLE _final_spans")

@@ -32,7 +32,6 @@ An event line before any start of its stream (a file that starts mid-stream) is 
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from runaudit.ingest.claude_code import session_sql
@@ -348,6 +347,20 @@ JOIN runs r ON r.source_file = $file AND r.ingest_id = $ingest_id AND r.source_l
 """
 
 
+def parse_aside(store: Store, records_sql: str, into: str, final_sql: str, map_params: list[Any],
+                bufs: dict[str, Any], buf_key: str, budget: int) -> None:
+    """Parse the records ``records_sql`` makes (``line_no``, ``part``, ``byte_offset``, ``line``, ``orig_len``) with
+    the window's parse ``final_sql`` into the temp table ``into``, leaving the window's ``_final`` as it is. They are
+    read from Arrow record batches of about ``budget`` bytes over the buffer ``bufs[buf_key]``, reused from window
+    to window (see :func:`runaudit.ingest.reader.records_table`)."""
+    chunk, bufs[buf_key] = records_table(store.arrow(records_sql), bufs.get(buf_key, bytearray()), budget)
+    store.run("ALTER TABLE _final RENAME TO _final_main")
+    with store.registered("_chunk", chunk):
+        store.run(final_sql, map_params)  # parses _chunk into _final
+    store.run(f"ALTER TABLE _final RENAME TO {into}")
+    store.run("ALTER TABLE _final_main RENAME TO _final")
+
+
 def has_stream_events(store: Store) -> bool:
     """Whether the window parsed in ``_final`` holds stream event lines (other than bare error bodies)."""
     return bool(store.scalar("SELECT count(*) FROM _final WHERE ev_type IS NOT NULL AND ev_type <> 'error'"))
@@ -404,17 +417,7 @@ def _assemble_rest(store: Store, final_sql: str, map_params: list[Any], bufs: di
         head = "CREATE OR REPLACE TEMP TABLE _streams AS " if i == 0 else "INSERT INTO _streams "
         store.run(head + ASSEMBLE_SELECT, {"batch": b})
     parts = int(store.scalar("SELECT coalesce(sum(events - 1), 0) FROM _streams") or 0)
-    chunk, bufs["stream_buf"] = records_table(store.arrow(RECORDS_SQL), bufs.get("stream_buf", bytearray()),
-                                              RECORD_BATCH_BYTES)
-    store.run("ALTER TABLE _final RENAME TO _final_main")
-    store.con.register("_chunk", chunk)
-    try:
-        store.run(final_sql, map_params)  # parses _chunk into _final
-    finally:
-        with contextlib.suppress(Exception):
-            store.con.unregister("_chunk")
-    store.run("ALTER TABLE _final RENAME TO _final_streams")
-    store.run("ALTER TABLE _final_main RENAME TO _final")
+    parse_aside(store, RECORDS_SQL, "_final_streams", final_sql, map_params, bufs, "stream_buf", RECORD_BATCH_BYTES)
     for stmt in MERGE_SQL.split(";"):
         if stmt.strip():
             store.run(stmt)

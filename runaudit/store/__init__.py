@@ -250,6 +250,17 @@ class Store:
         r = self.execute(sql, params).fetchall()
         return r[0][0] if r else None
 
+    @contextlib.contextmanager
+    def registered(self, name: str, obj: Any) -> Iterator[None]:
+        """``obj`` (an Arrow table) readable as the view ``name`` over a block."""
+        self.con.register(name, obj)
+        try:
+            yield
+        finally:
+            # after a failed statement the transaction is aborted and unregister would raise over the real error
+            with contextlib.suppress(Exception):
+                self.con.unregister(name)
+
     def arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run a query and return its result whole, as an Arrow table."""
         import pyarrow as pa
