@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from runaudit.classify import classify, ruleset_hash
 from runaudit.config import Config
-from runaudit.store import Store
+from runaudit.store import Store, arrow_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -91,8 +91,8 @@ class Engine:
                     return one
             counts, ruleset = self.load_lines(lines, source=source, mtime=mtime)
             # read each result whole before the next statement (DuckDB 2.x streams .arrow())
-            runs = _table(self.store.con.sql(RESULT_SQL, params={"ruleset": ruleset}).arrow())
-            quarantine = _table(self.store.con.sql("SELECT * FROM quarantine ORDER BY source_line").arrow())
+            runs = arrow_table(self.store.con.sql(RESULT_SQL, params={"ruleset": ruleset}).arrow())
+            quarantine = arrow_table(self.store.con.sql("SELECT * FROM quarantine ORDER BY source_line").arrow())
             return Batch(runs=runs, quarantine=quarantine, counts=counts, ruleset=ruleset)
 
     def _run_one(self, line: str, source: str, mtime: float | None) -> Batch | None:
@@ -121,7 +121,7 @@ class Engine:
                 self._one = False
                 return None
             self._ts_sql = compile_ts_parse_sql()
-            self._no_quarantine = _table(con.sql("SELECT * FROM quarantine LIMIT 0").arrow())
+            self._no_quarantine = arrow_table(con.sql("SELECT * FROM quarantine LIMIT 0").arrow())
             self._one = True
         # values of the types the statements were prepared with (see runaudit.one_line)
         head = f"{literal(line)}::VARCHAR, TIMESTAMP {literal(_mtime_ts(mtime))}, {literal(source)}::VARCHAR"
@@ -149,7 +149,7 @@ class Engine:
                 parsed = con.execute(self._ts_sql, [text]).fetchall()[0][0]
                 if parsed is not None:
                     ts = f"TIMESTAMP '{parsed.isoformat(sep=' ')}'"
-            tbl = _table(con.sql(f"EXECUTE ra_one({head}, {ts})").arrow())
+            tbl = arrow_table(con.sql(f"EXECUTE ra_one({head}, {ts})").arrow())
             read = tbl["_ts_raw"][0].as_py() if tbl.num_rows == 1 else None
             if read == text:
                 return tbl
@@ -172,7 +172,8 @@ class Engine:
         with self._lock:
             s = self.store
             if self._result_schema is None:
-                self._result_schema = _table(s.con.sql(RESULT_SQL + " LIMIT 0", params={"ruleset": ""}).arrow()).schema
+                self._result_schema = arrow_table(s.con.sql(RESULT_SQL + " LIMIT 0",
+                                                            params={"ruleset": ""}).arrow()).schema
                 self._run_cols = ", ".join(f'"{c}"' for c in s.con.sql("SELECT * FROM runs LIMIT 0").columns)
             row = pa.Table.from_pylist([run], schema=self._result_schema)
             self._clear()
@@ -217,13 +218,6 @@ def _mtime_ts(mtime: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() if mtime is None else mtime))
 
 
-def _table(x: Any) -> pa.Table:
-    """DuckDB 2.x returns a RecordBatchReader from ``.arrow()``; older versions a Table."""
-    import pyarrow as pa
-
-    return x if isinstance(x, pa.Table) else x.read_all()
-
-
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -264,8 +258,8 @@ def audit_file(path: str, cfg: Config, *, source: str | None = None) -> FileAudi
                                                   "quarantined", "held", "not_calls", "spans_other")}
         c = classify(s, cfg)
         name = source or path
-        runs = _table(s.con.sql(RESULT_SQL.replace("SELECT r.*", "SELECT r.* REPLACE ($source AS source_file)"),
+        runs = arrow_table(s.con.sql(RESULT_SQL.replace("SELECT r.*", "SELECT r.* REPLACE ($source AS source_file)"),
                                 params={"ruleset": c.ruleset, "source": name}).arrow())
-        quarantine = _table(s.con.sql("SELECT * REPLACE ($source AS source_file) FROM quarantine "
+        quarantine = arrow_table(s.con.sql("SELECT * REPLACE ($source AS source_file) FROM quarantine "
                                       "ORDER BY source_line", params={"source": name}).arrow())
         return FileAudit(runs=runs, quarantine=quarantine, counts=counts, ruleset=c.ruleset)

@@ -308,3 +308,28 @@ def test_only_lines_holding_more_brackets_than_the_limit_are_flagged_too_complex
     expected = {i + 1: s.count("[") + s.count("{") > m for i, s in enumerate(lines) if s}
     assert flags == expected
     assert list(expected.values()) == [True, False, True, False, False, True]
+
+
+def test_records_made_in_sql_keep_their_text_and_nulls_in_the_reused_buffer() -> None:
+    """Assembled streams and OTLP spans are parsed from record batches over one reused buffer: each record's text is
+    kept exactly, a record without text stays NULL (the parse reads it as an invalid record, as it did from a
+    table), and an input that starts mid-buffer (a slice) is read from its own first string."""
+    import pyarrow as pa
+
+    from runaudit.ingest.reader import records_table
+
+    lines = ["zz", '{"a": 1}', None, "é" * 3000, "", '{"b": [1, 2]}'] * 200
+    full = pa.table({"line_no": pa.array(range(len(lines)), pa.int64()), "part": pa.array([0] * len(lines), pa.int64()),
+                     "byte_offset": pa.array([0] * len(lines), pa.int64()), "line": pa.array(lines, pa.string()),
+                     "orig_len": pa.array([len((x or "").encode()) for x in lines], pa.int64())})
+    tbl = full.slice(1)
+    out = bytearray(16)
+    chunk, out = records_table(tbl, out, budget=4096)
+    assert chunk.column("line").to_pylist() == lines[1:]
+    assert chunk.num_rows == len(lines) - 1 and chunk.column("line").null_count == 200
+    assert len(chunk.to_batches()) > 100  # cut into batches of about 4 KB of text
+    addresses = {b.column(3).buffers()[2].address for b in chunk.to_batches() if b.column(3).buffers()[2]}
+    start = pa.py_buffer(memoryview(out)).address
+    assert all(start <= a < start + len(out) for a in addresses)
+    again, out2 = records_table(tbl.slice(0, 50), out, budget=4096)
+    assert out2 is out and again.column("line").to_pylist() == lines[1:51]

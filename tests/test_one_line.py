@@ -17,11 +17,11 @@ import yaml
 import runaudit
 from runaudit.classify import classify
 from runaudit.config import Config, load_config, parse_config
-from runaudit.engine import RESULT_SQL, Engine, _table
+from runaudit.engine import RESULT_SQL, Engine
 from runaudit.errors import UsageError
 from runaudit.ingest import discover, ingest
 from runaudit.one_line import inline_params, literal
-from runaudit.store import Store
+from runaudit.store import Store, arrow_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_logs"
@@ -30,7 +30,7 @@ MTIME = 1_780_000_000.0
 
 def _general(eng: Engine, line: str) -> tuple[list[dict[str, Any]], Any]:
     _, ruleset = eng.load_lines([line], mtime=MTIME)
-    tbl = _table(eng.store.con.sql(RESULT_SQL, params={"ruleset": ruleset}).arrow())
+    tbl = arrow_table(eng.store.con.sql(RESULT_SQL, params={"ruleset": ruleset}).arrow())
     return tbl.to_pylist(), tbl.schema
 
 

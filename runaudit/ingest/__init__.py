@@ -22,6 +22,7 @@ from typing import Any
 from runaudit.config import Config
 from runaudit.errors import InputFormatError
 from runaudit.ingest import document, llm_db, otel, streams
+from runaudit.ingest.batches import parse_aside, run_in_batches
 from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_shape_sql, parse_select
 from runaudit.ingest.reader import (
     MAX_CONTAINERS,
@@ -412,26 +413,24 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
 def _unfold_spans(store: Store, span_sql: str, map_params: list[Any], ctx: dict[str, Any]) -> tuple[int, int]:
     """Replace each OTLP line of ``_final`` by one record per GenAI inference span (``part`` 1, 2, ...); a line
     without one holds no model call. Returns (inference spans, other spans)."""
-    batches = otel.line_batches(store.rows("SELECT line_no, nbytes FROM _final WHERE shape = 'otlp' "
-                                           "ORDER BY line_no"))
+    store.run(otel.BATCHES_SQL, {"budget": otel.BATCH_BYTES})
     # one thread: each holds a chunk of 2048 spans with their content, parsed (a line of 5,000 spans, 15 MB: peak
     # RSS 2.36 GB on 2 threads, 1.72 GB on one, and faster)
     with store.setting("threads", "1", str(store.scalar("SELECT current_setting('threads')"))):
-        for i, (lo, hi) in enumerate(batches):
-            head = "CREATE OR REPLACE TEMP TABLE _otel AS " if i == 0 else "INSERT INTO _otel "
-            store.run(head + otel.SPANS_SELECT, {"lo": lo, "hi": hi})
+        run_in_batches(store, "_obatch", "_otel", otel.SPANS_SELECT)
     calls, other = store.rows("SELECT count(*) FILTER (WHERE is_call), count(*) FILTER (WHERE NOT is_call) "
                               "FROM _otel")[0]
     store.run("UPDATE _final SET shape = '_none' WHERE shape = 'otlp' "
               "AND line_no NOT IN (SELECT line_no FROM _otel WHERE is_call)")
     if calls:
         # the span records, in small record batches (see otel.CALLS_SQL)
-        streams.parse_aside(store, otel.CALLS_SQL, "_final_spans", span_sql, map_params, ctx, "span_buf",
-                            otel.SPAN_BATCH_BYTES)
+        parse_aside(store, otel.CALLS_SQL, "_final_spans", span_sql, map_params, ctx, "span_buf",
+                    otel.SPAN_BATCH_BYTES)
         store.run("DELETE FROM _final WHERE shape = 'otlp'")
         store.run("INSERT INTO _final BY NAME SELECT * FROM _final_spans")
         store.run("DROP TABLE _final_spans")
     store.run("DROP TABLE _otel")
+    store.run("DROP TABLE _obatch")
     return int(calls), int(other)
 
 

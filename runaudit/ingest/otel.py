@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+from runaudit.ingest.batches import batches_sql
+
 # OTLP AnyValue -> JSON: strings, ints (int64 as strings in OTLP JSON), doubles, booleans, arrays of scalars;
 # a kvlist is kept as it is.
 _VALUE = ("(CASE WHEN json_exists({v}, '$.stringValue') THEN ({v})->'$.stringValue' "
@@ -40,12 +42,13 @@ def _hex_id(x: str) -> str:
             f"ELSE coalesce(try(lower(hex(from_base64({x})))), {x}) END)")
 
 
-# OTLP lines are unfolded and their spans parsed a batch of lines at a time, about this many bytes of lines each
-# (a line longer than that is a batch of its own): DuckDB counts the blocks its JSON functions reserve against
-# its memory limit, so a window of 64 exports of 880 KB with content, unfolded at once, failed its file at 1 GB.
+# OTLP lines are unfolded about this many bytes of lines at a time (runaudit.ingest.batches: 64 exports of 880 KB
+# with content, unfolded at once, failed their file at 1 GB).
 BATCH_BYTES = 4 << 20
+BATCHES_SQL = batches_sql("_obatch", "SELECT line_no AS key, nbytes AS b, line_no AS first FROM _final "
+                                     "WHERE shape = 'otlp'")
 
-# The spans of the OTLP lines ``$lo``..``$hi`` of the window, each with its resource and scope, numbered within
+# The spans of the OTLP lines of batch ``$batch`` of the window, each with its resource and scope, numbered within
 # its line.
 SPANS_SELECT = f"""
 WITH r AS (
@@ -53,7 +56,7 @@ WITH r AS (
   -- list per line, took more than DuckDB's 4 GB limit to parse (2048 rows at a time, each the whole line)
   SELECT line_no, byte_offset, nbytes,
          unnest(list_transform(json_extract(line, '$.resourceSpans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
-  FROM _final WHERE shape = 'otlp' AND line_no BETWEEN $lo AND $hi
+  FROM _final WHERE shape = 'otlp' AND line_no IN (SELECT key FROM _obatch WHERE batch = $batch)
 ), sc AS (
   SELECT line_no, byte_offset, nbytes, e.i AS ri, e.x AS r,
          unnest(list_transform(json_extract(e.x, '$.scopeSpans[*]'), lambda x, i: {{'i': i, 'x': x}})) AS e
@@ -101,20 +104,6 @@ CALLS_SQL = ("SELECT line_no, part, byte_offset, line, nbytes AS orig_len FROM _
              "ORDER BY line_no, part")
 SPAN_BATCH_BYTES = 256 << 10
 
-
-def line_batches(lines: list[tuple[int, int]], budget: int = BATCH_BYTES) -> list[tuple[int, int]]:
-    """``(first, last)`` line numbers of consecutive batches of ``lines`` (``(line_no, nbytes)`` in line order)
-    holding about ``budget`` bytes each; a line longer than ``budget`` is a batch of its own."""
-    batches: list[tuple[int, int]] = []
-    size = 0
-    for no, n in lines:
-        if batches and size + n <= budget:
-            batches[-1] = (batches[-1][0], no)
-            size += n
-        else:
-            batches.append((no, no))
-            size = n
-    return batches
 
 # What the record mapping reads from a span (the ``otel_span`` object).
 SPAN_SPEC = json.dumps({"trace_id": "VARCHAR", "span_id": "VARCHAR", "name": "VARCHAR",

@@ -18,6 +18,7 @@ from typing import IO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 QUARANTINE_CAP = 64 * 1024  # bytes of a bad line kept in the quarantine table
 # A line holding more JSON arrays and objects than this ({"messages": [[], [], ...]} by the million) would exhaust
@@ -42,17 +43,15 @@ class Window:
 
 
 # Bytes of lines per window (tests shrink it to cross window boundaries). Each window costs a fixed ~0.2 s of
-# statement binding and row-group bookkeeping, and 64 MB windows ingest 1M realistic runs ~8% faster, but the
-# assembly of a window's stream events takes ~20 times their size in memory: 64 MB of OpenAI chunks (1,500 streams
-# of 40 KB in 115 MB) failed on the 1 GB limit, 32 MB windows pass.
+# statement binding and row-group bookkeeping: 64 MB windows ingest 1M realistic runs ~8% faster. They failed files
+# of stream events on the 1 GB limit until the assembly worked in batches (runaudit.ingest.batches); they pass the
+# stress files since, but not every shape has been tried that big, so windows stay at 32 MB.
 WINDOW_BYTES = 32 << 20
 # At most this many lines per window, so that per-line arrays stay small whatever the input (32 MB of newlines
 # would otherwise be 32 million rows).
 MAX_WINDOW_LINES = 1 << 20
 BATCH_BYTES = 1 << 20  # line text per record batch of a window (see _batched)
-# A window grows to at most this many times its size, and at most GROW_MAX bytes, to hold one logged stream whole.
-GROW_LIMIT = 8
-GROW_MAX = 256 << 20
+GROW_LIMIT = 8  # a window grows to at most this many times WINDOW_BYTES to hold one logged stream whole
 
 
 def open_log(path: str) -> IO[bytes]:
@@ -268,10 +267,9 @@ def records_table(table: pa.Table, out: bytearray, budget: int) -> tuple[pa.Tabl
     """``table`` (records made in SQL: ``line_no``, ``part``, ``byte_offset``, ``line``, ``orig_len``) as a window's
     chunk, in record batches of about ``budget`` bytes of text, with its strings copied into ``out`` (grown when too
     small, and returned): DuckDB keeps what it read from a registered Arrow table alive until the transaction
-    ends, so records made window after window must live in one reused buffer, as the reader's lines do."""
+    ends, so records made window after window must live in one reused buffer, as the reader's lines do. A record
+    without text (NULL) stays NULL."""
     col = table.column("line").combine_chunks()
-    if col.null_count:
-        raise ValueError("a record made in SQL has no text")
     n = len(col)
     offs = np.frombuffer(col.buffers()[1], dtype=np.int32, count=col.offset + n + 1)[col.offset:]
     lo, hi = int(offs[0]), int(offs[-1])
@@ -279,8 +277,10 @@ def records_table(table: pa.Table, out: bytearray, budget: int) -> tuple[pa.Tabl
         out = bytearray(max(hi - lo, 2 * len(out)))
     data = col.buffers()[2]
     out[:hi - lo] = memoryview(data)[lo:hi] if data is not None else b""
+    # the validity as a fresh bitmap (the column's own may start at a bit offset)
+    valid = pc.is_valid(col).buffers()[1] if col.null_count else None
     lines = pa.StringArray.from_buffers(n, pa.py_buffer((offs - lo).astype(np.int32)),
-                                        pa.py_buffer(memoryview(out)[:hi - lo]))
+                                        pa.py_buffer(memoryview(out)[:hi - lo]), valid, col.null_count)
     false = pa.nulls(n, pa.bool_()).fill_null(False)
     chunk = pa.table({"line_no": table.column("line_no"), "part": table.column("part"),
                       "byte_offset": table.column("byte_offset"), "line": lines, "bad_utf8": false,
@@ -315,7 +315,7 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
     file is still being written. Its offset and length are put in ``held`` and the last window ends before it.
     """
     window = window or WINDOW_BYTES
-    grow_cap = max(window, min(window * GROW_LIMIT, GROW_MAX))
+    grow_cap = window * GROW_LIMIT
     buf = bytearray(window)
     out = bytearray(window)  # the packed lines of the current window (see _lines_table)
     fill = 0

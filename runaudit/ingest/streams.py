@@ -34,9 +34,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from runaudit.ingest.batches import batches_sql, parse_aside, run_in_batches
 from runaudit.ingest.claude_code import session_sql
 from runaudit.ingest.normalize import gemini_merge_sql
-from runaudit.ingest.reader import records_table
 from runaudit.store import Store
 
 # Event lines grouped into streams (``sid``) by family: Anthropic events from one message_start to the next,
@@ -157,20 +157,14 @@ WHERE NOT ended AND end_line > $last_line - $recent
 """.replace("__TX_ENDED__", _TX_ENDED)
 
 # One assembled response per stream, as a line for the normal parse.
-# Streams are assembled a batch at a time, about this many bytes of events each (a longer stream is a batch of its
-# own), and the records they make are parsed from Arrow record batches of about RECORD_BATCH_BYTES: DuckDB runs a
-# statement's expressions on 2048 rows at a time and each JSON function holds what it made for the whole chunk,
-# so 873 streams of 40 KB assembled at once took 1.5 GB (~1.6 MB each), and 64 MB windows of OpenAI chunks
-# failed on the 1 GB limit.
+# Streams are assembled about this many bytes of events at a time, and the records they make are parsed from Arrow
+# record batches of about RECORD_BATCH_BYTES (runaudit.ingest.batches: 873 streams of 40 KB assembled at once took
+# 1.5 GB, ~1.6 MB each, and 64 MB windows of OpenAI chunks failed on the 1 GB limit).
 BATCH_BYTES = 8 << 20
 RECORD_BATCH_BYTES = 1 << 20
 
 # The batch of each stream of ``_ev``: streams in line order, cut every BATCH_BYTES of events.
-BATCHES_SQL = """
-CREATE OR REPLACE TEMP TABLE _sbatch AS
-SELECT sid, (sum(b) OVER (ORDER BY first_line ROWS UNBOUNDED PRECEDING) - b) // $budget AS batch
-FROM (SELECT sid, sum(nbytes) AS b, min(line_no) AS first_line FROM _ev GROUP BY sid)
-"""
+BATCHES_SQL = batches_sql("_sbatch", "SELECT sid AS key, sum(nbytes) AS b, min(line_no) AS first FROM _ev GROUP BY sid")
 
 # One record per stream of batch ``$batch`` (the head, CREATE ... AS or INSERT INTO _streams, is the caller's).
 ASSEMBLE_SELECT = """
@@ -180,7 +174,7 @@ WITH x AS (
          CASE WHEN ev_type = 'content_block_start' THEN json_extract_string(line, '$.content_block.type') END
              AS btype,
          CASE WHEN fam = 'openai' THEN json_extract(line, '$.choices[0]') END AS ch
-  FROM _ev WHERE sid IN (SELECT sid FROM _sbatch WHERE batch = $batch)
+  FROM _ev WHERE sid IN (SELECT key FROM _sbatch WHERE batch = $batch)
 ), g AS (
   SELECT sid, any_value(fam) AS fam, min(line_no) AS line_no, min(byte_offset) AS byte_offset,
     sum(nbytes) AS nbytes, count(*) AS events, max(line_no) AS last_line,
@@ -347,20 +341,6 @@ JOIN runs r ON r.source_file = $file AND r.ingest_id = $ingest_id AND r.source_l
 """
 
 
-def parse_aside(store: Store, records_sql: str, into: str, final_sql: str, map_params: list[Any],
-                bufs: dict[str, Any], buf_key: str, budget: int) -> None:
-    """Parse the records ``records_sql`` makes (``line_no``, ``part``, ``byte_offset``, ``line``, ``orig_len``) with
-    the window's parse ``final_sql`` into the temp table ``into``, leaving the window's ``_final`` as it is. They are
-    read from Arrow record batches of about ``budget`` bytes over the buffer ``bufs[buf_key]``, reused from window
-    to window (see :func:`runaudit.ingest.reader.records_table`)."""
-    chunk, bufs[buf_key] = records_table(store.arrow(records_sql), bufs.get(buf_key, bytearray()), budget)
-    store.run("ALTER TABLE _final RENAME TO _final_main")
-    with store.registered("_chunk", chunk):
-        store.run(final_sql, map_params)  # parses _chunk into _final
-    store.run(f"ALTER TABLE _final RENAME TO {into}")
-    store.run("ALTER TABLE _final_main RENAME TO _final")
-
-
 def has_stream_events(store: Store) -> bool:
     """Whether the window parsed in ``_final`` holds stream event lines (other than bare error bodies)."""
     return bool(store.scalar("SELECT count(*) FROM _final WHERE ev_type IS NOT NULL AND ev_type <> 'error'"))
@@ -368,8 +348,7 @@ def has_stream_events(store: Store) -> bool:
 
 def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line: int, last_line: int,
              last_window: bool, can_grow: bool,
-             hold_open: bool = False, bufs: dict[str, Any] | None = None,
-             ) -> tuple[int, tuple[int, int, bool] | None, int | None]:
+             bufs: dict[str, Any], hold_open: bool = False) -> tuple[int, tuple[int, int, bool] | None, int | None]:
     """Replace the stream event lines of ``_final`` by one assembled run per stream.
 
     Returns the number of event lines folded into streams beyond one per stream, and, when the window's last
@@ -380,7 +359,6 @@ def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line:
     file still being written: the byte offset from which lines are held back (a stream not ended yet), else None.
     ``bufs`` (the file's context) keeps the buffer the assembled records live in from window to window.
     """
-    bufs = {} if bufs is None else bufs
     store.run(EVENTS_SQL)
     if not store.scalar("SELECT count(*) FROM _ev"):
         return 0, None, None
@@ -413,9 +391,7 @@ def _assemble_rest(store: Store, final_sql: str, map_params: list[Any], bufs: di
     if not store.scalar("SELECT count(*) FROM _ev"):
         return 0, None, None
     store.run(BATCHES_SQL, {"budget": BATCH_BYTES})
-    for i, (b,) in enumerate(store.rows("SELECT DISTINCT batch FROM _sbatch ORDER BY batch")):
-        head = "CREATE OR REPLACE TEMP TABLE _streams AS " if i == 0 else "INSERT INTO _streams "
-        store.run(head + ASSEMBLE_SELECT, {"batch": b})
+    run_in_batches(store, "_sbatch", "_streams", ASSEMBLE_SELECT)
     parts = int(store.scalar("SELECT coalesce(sum(events - 1), 0) FROM _streams") or 0)
     parse_aside(store, RECORDS_SQL, "_final_streams", final_sql, map_params, bufs, "stream_buf", RECORD_BATCH_BYTES)
     for stmt in MERGE_SQL.split(";"):

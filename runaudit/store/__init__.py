@@ -29,6 +29,14 @@ PARSE_MEMORY_LIMIT = "4GB"
 BIG_LINE_BYTES = 1 << 20
 
 
+def arrow_table(x: Any) -> pa.Table:
+    """A DuckDB result's ``.arrow()`` read whole: DuckDB 2.x returns a RecordBatchReader (read it before the next
+    statement), older versions a Table."""
+    import pyarrow as pa
+
+    return x if isinstance(x, pa.Table) else x.read_all()
+
+
 def default_db_path() -> str:
     """The database path used when ``--db`` is not given: ``$RUNAUDIT_DB`` or ``./runaudit.duckdb``."""
     return os.environ.get("RUNAUDIT_DB") or DEFAULT_DB
@@ -263,13 +271,9 @@ class Store:
 
     def arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run a query and return its result whole, as an Arrow table."""
-        import pyarrow as pa
-
         try:
             rel = self.con.sql(sql, params=params) if params is not None else self.con.sql(sql)
-            out = rel.arrow()
-            # DuckDB 2.x returns a RecordBatchReader: read it whole before the next statement
-            return out if isinstance(out, pa.Table) else out.read_all()
+            return arrow_table(rel.arrow())
         except duckdb.Error as e:
             raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
 
