@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -514,32 +515,53 @@ def test_many_otlp_exports_under_a_megabyte_are_unfolded_within_memory(tmp_path:
     assert all(text == f"answer {line - 1}.{int(run, 16)} " + "a " * 400 for line, run, text in rows)
 
 
-def test_windows_full_of_stream_events_assemble_within_memory(tmp_path: Path) -> None:
-    """Two windows' worth of OpenAI chat chunks (streams of 40 KB) ingest under the default 1 GB limit. The
-    assembly made every stream of a window in one statement, and each JSON function held what it made for a whole
-    chunk of 2048 streams (~1.6 MB a stream): 64 MB windows failed the file, 32 MB ones came within 5% of the
-    limit. Streams are now assembled ~8 MB of events at a time and parsed from small record batches."""
-    from runaudit.ingest.reader import WINDOW_BYTES
+_Stream = Callable[[int], list[dict[str, object]]]
 
-    def stream(i: int) -> str:
-        base = {"id": f"chatcmpl-{i}", "object": "chat.completion.chunk", "created": 1780000000, "model": "gpt-5"}
-        ev = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
-        ev += [{**base, "choices": [{"index": 0, "delta": {"content": f"{i}.{j} " + "word " * 40},
-                                     "finish_reason": None}]} for j in range(200)]
-        ev.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        return "".join(json.dumps(e) + "\n" for e in ev)
+
+def _openai_stream(i: int) -> list[dict[str, object]]:
+    base = {"id": f"chatcmpl-{i}", "object": "chat.completion.chunk", "created": 1780000000, "model": "gpt-5"}
+    ev = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    ev += [{**base, "choices": [{"index": 0, "delta": {"content": f"{i}.{j} " + "word " * 40},
+                                 "finish_reason": None}]} for j in range(200)]
+    ev.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return ev
+
+
+def _anthropic_stream(i: int) -> list[dict[str, object]]:
+    ev: list[dict[str, object]] = [
+        {"type": "message_start", "message": {"id": f"msg_{i}", "type": "message", "role": "assistant",
+                                              "model": "claude", "content": [], "stop_reason": None,
+                                              "usage": {"input_tokens": 10, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}]
+    ev += [{"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": f"{i}.{j} " + "word " * 40}} for j in range(200)]
+    ev += [{"type": "content_block_stop", "index": 0},
+           {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 50}},
+           {"type": "message_stop"}]
+    return ev
+
+
+@pytest.mark.parametrize("make, shape, prefix", [(_openai_stream, "openai_chat_stream", "chatcmpl-"),
+                                                 (_anthropic_stream, "anthropic_stream", "msg_")])
+def test_windows_full_of_stream_events_assemble_within_memory(tmp_path: Path, make: _Stream, shape: str,
+                                                               prefix: str) -> None:
+    """Two windows' worth of streams of 40 KB (OpenAI chat chunks, Anthropic events) ingest under the default 1 GB
+    limit. The assembly made every stream of a window in one statement, and each JSON function held what it made
+    for a whole chunk of 2048 streams (~1.6 MB a stream): 64 MB windows failed the file, 32 MB ones came within 5%
+    of the limit. Streams are now assembled ~8 MB of events at a time and parsed from small record batches."""
+    from runaudit.ingest.reader import WINDOW_BYTES
 
     log = tmp_path / "chunks.jsonl"
     with log.open("w", encoding="utf-8") as f:
         n = 0
         while f.tell() < 2 * WINDOW_BYTES:
-            f.write(stream(n))
+            f.write("".join(json.dumps(e) + "\n" for e in make(n)))
             n += 1
     res = _audit_in_a_process(tmp_path / "s.duckdb", log)
     assert (res["r"]["runs_added"], res["r"]["quarantined"]) == (n, 0)
     with Store.open(tmp_path / "s.duckdb", read_only=True) as s:
-        assert s.scalar("SELECT count(*) FROM runs WHERE shape = 'openai_chat_stream' "
-                        "AND starts_with(response_text, run_id[10:] || '.0 ') AND length(response_text) > 40000") == n
+        assert s.scalar("SELECT count(*) FROM runs WHERE shape = ? AND starts_with(response_text, "
+                        "run_id[? + 1:] || '.0 ') AND length(response_text) > 40000", [shape, len(prefix)]) == n
 
 
 def test_other_big_shapes_parse_within_memory(tmp_path: Path) -> None:
