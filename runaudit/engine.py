@@ -1,7 +1,7 @@
 """The engine-neutral core: normalise log lines into runs and classify them, in a DuckDB of its own.
 
 The local store, the inline check (:mod:`runaudit.inline`) and each Spark task run the same two steps with the same
-SQL: the ingest window (:func:`runaudit.ingest.process_window`: parse, detect the shape, assemble streams,
+SQL: the ingest window (:func:`runaudit.ingest.window.process_window`: parse, detect the shape, assemble streams,
 quarantine, insert runs) and :func:`runaudit.classify.classify` (the compiled rules, the refusal score and the
 done-conditions in one scan). An :class:`Engine` holds an in-memory runaudit database, migrated once, through which
 lines given in memory pass; what comes out is Arrow, so any engine can take it. There is no second
@@ -51,7 +51,7 @@ class Engine:
     """
 
     def __init__(self, cfg: Config | None = None) -> None:
-        from runaudit.ingest import compile_insert_sql
+        from runaudit.ingest.window import compile_insert_sql
 
         self.cfg = cfg or Config()
         self.ruleset = ruleset_hash(self.cfg)
@@ -195,8 +195,8 @@ class Engine:
                    mtime: float | None = None) -> tuple[dict[str, int], str]:
         """Replace the engine's runs with those of ``lines``, classified; the caller holds :meth:`locked`.
         Returns the ingest counts and the ruleset."""
-        from runaudit.ingest import OCC_INIT_SQL, process_window
         from runaudit.ingest.reader import records_window
+        from runaudit.ingest.window import OCC_INIT_SQL, process_window
 
         s = self.store
         self._clear()

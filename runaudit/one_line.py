@@ -3,7 +3,7 @@
 The inline check classifies one call at a time, and almost all the cost of running it through
 :meth:`runaudit.engine.Engine.load_lines` is DuckDB planning the same ~80k characters of SQL for every call (a
 prepared statement that reads a table is bound again at each execution). This module composes the very
-statements the window and the classifier run (:func:`runaudit.ingest.compile_insert_sql`, ``KEYS_SQL``,
+statements the window and the classifier run (:func:`runaudit.ingest.window.compile_insert_sql`, ``KEYS_SQL``,
 ``INSERT_RUNS_SQL``, :func:`runaudit.classify._classify_sql`, ``RESULT_SQL``) into one ``SELECT`` over common
 table expressions named like the tables they stand for (``_chunk``, ``_final``, ``_keys``, ``runs``,
 ``classifications``), so the statement reads no table and DuckDB plans it once (``PREPARE``); each call is an
@@ -12,7 +12,7 @@ table expressions named like the tables they stand for (``_chunk``, ``_final``, 
 DuckDB binds and optimises again at every ``EXECUTE`` a statement that casts text to ``TIMESTAMPTZ`` (its result
 depends on the session's time zone), and the window reads a logged time that way. So the statement is given the
 run's time (``$4``), parsed by a small statement with the window's own expression
-(:func:`runaudit.ingest.ts_parse_sql`) from a guess at the logged time text (:func:`guess_ts_text`), and returns
+(:func:`runaudit.ingest.window.ts_parse_sql`) from a guess at the logged time text (:func:`guess_ts_text`), and returns
 the text the window actually read (``_ts_raw``): when the guess was wrong, the caller parses that text and runs
 the statement again, so the time is always the window's.
 
@@ -131,9 +131,9 @@ def _typed(store: Store, table: str, source: str, columns: list[str] | None = No
 
 
 def _final_body(cfg: Config) -> str:
-    from runaudit.ingest import _insert_sql
+    from runaudit.ingest.window import insert_sql
 
-    final_sql, map_params = _insert_sql(cfg, ts_expr=_TS_FROM_ARGS)
+    final_sql, map_params = insert_sql(cfg, ts_expr=_TS_FROM_ARGS)
     return inline_params(_body(final_sql, r"CREATE OR REPLACE TEMP TABLE _final AS"), {}, map_params)
 
 
@@ -155,7 +155,7 @@ def guess_ts_text(line: str) -> str | None:
 
 def compile_ts_parse_sql() -> str:
     """The run's time from a logged time text (``$1``), with the window's own expression."""
-    from runaudit.ingest import ts_parse_sql
+    from runaudit.ingest.window import ts_parse_sql
 
     return f"SELECT {ts_parse_sql('ts_raw')} FROM (SELECT $1::VARCHAR AS ts_raw)"
 
@@ -166,7 +166,7 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
     database)."""
     from runaudit.classify import _classify_sql
     from runaudit.engine import RESULT_SQL
-    from runaudit.ingest import _COLUMNS, INSERT_RUNS_SQL, KEYS_SQL
+    from runaudit.ingest.window import INSERT_RUNS_SQL, KEYS_SQL, RUN_COLUMNS
 
     final = _final_body(cfg)
     keys = _body(KEYS_SQL, r"CREATE OR REPLACE TEMP TABLE _keys AS")
@@ -175,7 +175,7 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
     new = inline_params(_body(INSERT_RUNS_SQL, r"INSERT INTO runs \([^)]*\)").replace("ANTI JOIN runs r",
                                                                                    "ANTI JOIN _no_runs r"),
                         {"next_rid": 0, "ingest_id": 1}, keep=_PER_CALL)
-    run_cols = [c.strip() for c in _COLUMNS.split(",")] + ["record_hash2", "record_occ"]
+    run_cols = [c.strip() for c in RUN_COLUMNS.split(",")] + ["record_hash2", "record_occ"]
     cls_sql, cls_params = _classify_sql(cfg, reuse=False, staged=False)
     cls = inline_params(_body(cls_sql, r"INSERT INTO classifications"),
                         {**cls_params[0], "ruleset": ruleset, "after": 0, "hi": 1, "words": list(cfg.success_words)})

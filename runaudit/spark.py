@@ -82,7 +82,7 @@ def _hadoop_fs(spark: Any, path: str) -> tuple[Any, Any]:
 
 def list_files(spark: Any, paths: list[str]) -> list[tuple[str, int, int]]:
     """Log files under ``paths`` as (qualified path, size, modification time in ms), in the order the local
-    audit reads them: each folder's files by name, then its sub-folders by name (``runaudit.ingest.discover``)."""
+    audit reads them: each folder's files by name, then its sub-folders by name (``runaudit.ingest.files.discover``)."""
     from runaudit.ingest import LOG_NAMES, LOG_SUFFIXES
 
     out: list[tuple[str, int, int]] = []

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from runaudit.cli import app, guarded
+from runaudit.cli.app import app, guarded
 from runaudit.cli.common import (
     CONFIG_OPT,
     DB_OPT,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from runaudit.cli import app, guarded
+from runaudit.cli.app import app, guarded
 from runaudit.cli.common import CONFIG_OPT, DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_used, say_waiting
 
 

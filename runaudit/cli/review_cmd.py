@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from runaudit.cli import app, guarded
+from runaudit.cli.app import app, guarded
 from runaudit.cli.common import DB_OPT, JSON_OPT, WAIT_OPT, echo_json, say_used, say_waiting
 
 review_app = typer.Typer(help="The review queue: declined runs for a person to judge (never resent).",
