@@ -7,6 +7,7 @@ tables, then classify) or against the audit of a real file; the database is a re
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from runaudit.config import Config, load_config, parse_config
 from runaudit.engine import RESULT_SQL, Engine
 from runaudit.errors import UsageError
 from runaudit.ingest import discover, ingest
-from runaudit.one_line import inline_params, literal
+from runaudit.one_line import _REGEX_CALL, _call_args, _skip, compile_one_line_sql, inline_params, lazy_regexes, literal
 from runaudit.store import Store, arrow_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,64 @@ def test_parameters_are_written_as_literals_outside_strings_and_comments() -> No
     assert literal(None) == "NULL" and literal(True) == "true" and literal(1.5) == "1.5::DOUBLE"
     with pytest.raises(ValueError):
         literal("a\x00b")
+
+
+def test_regex_calls_are_put_in_lambdas_and_nothing_else_is_touched() -> None:
+    sql = ("SELECT regexp_matches(a, 'x(y)') AS q, 'regexp_matches(q, p)' -- regexp_extract(z, 'w')\n"
+           ", REGEXP_REPLACE(regexp_replace(b, '\"(', '', 'g'), '[(]', ')', 'g'), my_regexp_matches(c, 'd'), "
+           "regexp_escape(e), \"regexp_matches(\", regexp_extract(f(g, h), ',', 1)")
+    assert lazy_regexes(sql) == (
+        "SELECT list_transform([a], lambda ra_rx1: regexp_matches(ra_rx1, 'x(y)'))[1] AS q, 'regexp_matches(q, p)' "
+        "-- regexp_extract(z, 'w')\n, list_transform([list_transform([b], lambda ra_rx2: "
+        "regexp_replace(ra_rx2, '\"(', '', 'g'))[1]], lambda ra_rx3: REGEXP_REPLACE(ra_rx3, '[(]', ')', 'g'))[1], "
+        "my_regexp_matches(c, 'd'), regexp_escape(e), \"regexp_matches(\", "
+        "list_transform([f(g, h)], lambda ra_rx4: regexp_extract(ra_rx4, ',', 1))[1]")
+    with pytest.raises(ValueError):
+        lazy_regexes("SELECT regexp_matches(a, 'b'")
+
+
+def test_regex_calls_in_lambdas_give_the_same_values() -> None:
+    """Every regex function, nested, inside a CASE, inside a lambda of its own, over NULL, empty, multi-byte,
+    quoted and multi-line text: the same values and types, row for row."""
+    import duckdb
+
+    exprs = ["regexp_matches(t, 'a.b')", "regexp_matches(t, '(?i)^\\W*i can.?t')", "regexp_matches(t, 'X', 'i')",
+             "regexp_full_match(t, '.*b.*')", "regexp_replace(t, '[aeiou]', '_', 'g')",
+             "regexp_replace(regexp_replace(t, '\"[^\"]*\"', ''), '\\s+', ' ', 'g')",
+             "regexp_extract(t, '(\\w+) (\\w+)', 2)", "regexp_extract(t, '(?P<w>\\w+)', ['w'])",
+             "regexp_extract_all(lower(t), '[a-z]{2,}')", "list_transform([t, t || 'ab'], lambda v: "
+             "regexp_matches(v, 'a') AND regexp_matches(left(v, 3), 'b'))",
+             "CASE WHEN t IS NULL THEN 'none' WHEN regexp_matches(t, '^I') THEN regexp_extract(t, '^(\\S+)', 1) "
+             "ELSE regexp_replace(t, '.', '', 'g') END"]
+    texts = [None, "", "I can't help with that.", "a\nb ab AXB", "“quoted” \"said\" ’", "日本語 ab", "x" * 5000]
+    sql = "SELECT " + ", ".join(f"{e} AS e{i}" for i, e in enumerate(exprs)) + " FROM (SELECT unnest($texts) AS t)"
+    con = duckdb.connect()
+    want = con.execute(sql, {"texts": texts})
+    want_types, want_rows = [d[1] for d in want.description], want.fetchall()
+    got = con.execute(lazy_regexes(sql), {"texts": texts})
+    assert [d[1] for d in got.description] == want_types
+    assert got.fetchall() == want_rows
+
+
+def test_the_one_line_statement_sets_up_no_regex_outside_a_lambda() -> None:
+    """The statement's every regex call searches a lambda's own variable (so DuckDB sets it up only where a row
+    reaches it), and it still gives the window's rows (the tests above)."""
+    eng = Engine()
+    sql = compile_one_line_sql(eng.store, eng.cfg, eng.ruleset)
+    calls = 0
+    i = 0
+    while i < len(sql):
+        j = _skip(sql, i)
+        if j != i:
+            i = j
+            continue
+        m = _REGEX_CALL.match(sql, i)
+        if m:
+            comma, _ = _call_args(sql, m.end() - 1)
+            assert re.fullmatch(r"ra_rx\d+", sql[m.end():comma]), sql[i:i + 120]
+            calls += 1
+        i += 1
+    assert calls > 100
 
 
 def test_a_lone_surrogate_is_read_as_the_audit_reads_it(tmp_path: Path) -> None:
