@@ -188,23 +188,165 @@ def test_long_line_over_the_limit_is_quarantined_not_held(store: Store, tmp_path
     assert store.rows("SELECT reason, source_line FROM quarantine") == [("line_too_long", 2)]
 
 
-def test_windows_reuse_one_string_buffer(tmp_path: Path) -> None:
-    """DuckDB keeps each window's Arrow data alive until the file's transaction ends, so every window's strings
-    must live in one reused buffer: otherwise memory grows with the size of the file."""
-    from runaudit.ingest.reader import iter_windows
+@pytest.mark.parametrize("ahead", [False, True])
+def test_windows_reuse_two_string_buffers(tmp_path: Path, ahead: bool) -> None:
+    """DuckDB keeps each window's Arrow data alive until the file's transaction ends, so the windows' strings must
+    live in buffers reused in turn (two: the read ahead packs one while the caller reads the other): otherwise
+    memory grows with the size of the file."""
+    from runaudit.ingest.reader import ReadAhead, iter_windows
 
     log = tmp_path / "w.jsonl"
     log.write_bytes(b"".join(json.dumps(flat(run_id=str(i))).encode() + (b"\r\n" if i % 2 else b"\n")
                              for i in range(400)))
-    addresses, lines = set(), []
+    addresses, lines, windows = set(), [], 0
     with open(log, "rb", buffering=0) as f:
-        for win in iter_windows(f, window=8192):
+        reader = ReadAhead(f, window=8192) if ahead else iter_windows(f, window=8192)
+        for win in reader:
             col = win.table.column("line")
             addresses.add(col.chunks[0].buffers()[2].address)
             lines.extend(col.to_pylist())
-    assert len(addresses) == 1
+            windows += 1
+        if ahead:
+            reader.close()
+    assert windows > 10
+    assert len(addresses) == 2
     assert [json.loads(x)["run_id"] for x in lines] == [str(i) for i in range(400)]
 
+
+def _read_all(path: Path, ahead: bool, *, window: int, max_line: int, held: dict[str, int] | None,
+              rewind_at: set[int] = frozenset(), stop_after: int | None = None,
+              grow: bool = True) -> tuple[list[tuple], str | None]:
+    """The windows of ``path`` copied out as they are given, to a caller that asks to read again from the last
+    line of the windows numbered in ``rewind_at`` (growing the window when it can, with ``grow``), as the ingest
+    does for a stream that goes on, and stops after ``stop_after`` windows (as the ingest does at a stream still
+    being written); and the read error, if one ended it. With ``ahead``, each window is read only after the
+    thread has packed the next one, so a buffer reused too early shows."""
+    from runaudit.ingest.reader import ReadAhead, iter_windows
+
+    got: list[tuple] = []
+    rewind: list[tuple[int, int, bool]] = []
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        kw = {"window": window, "max_line": max_line, "rewind": rewind, "held": held}
+        reader = ReadAhead(f, **kw) if ahead else iter_windows(f, **kw)
+        try:
+            for win in reader:
+                if ahead:
+                    reader.ready.wait()
+                t = win.table
+                got.append((win.end_offset, win.lines, win.unterminated_last, win.eof, win.can_grow, win.sse,
+                            win.blank_skipped, dict(held or {}),
+                            *(t.column(c).to_pylist() for c in t.column_names)))
+                if len(got) == stop_after:
+                    break
+                if len(got) - 1 in rewind_at and t.num_rows > 1:
+                    last = t.num_rows - 1
+                    rewind.append((t.column("byte_offset")[last].as_py(), t.column("line_no")[last].as_py() - 1,
+                                   grow and win.can_grow))
+        except (OSError, EOFError) as e:
+            return got, type(e).__name__
+        finally:
+            if ahead:
+                reader.close()
+                assert not reader._thread.is_alive()
+    return got, None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_read_ahead_gives_the_windows_the_plain_reader_gives(tmp_path: Path, seed: int) -> None:
+    """ReadAhead reads the next window in a thread as if no rewind were coming: it must give exactly the windows of
+    iter_windows (lines, numbers, offsets, flags, ends, ``held``) for a caller that rewinds and grows windows, over
+    files with lines longer than a window, lines over the limit, blank lines, CR LF, bad UTF-8, a byte-order mark,
+    and an unfinished last line held back."""
+    import random
+
+    rng = random.Random(seed)
+    parts = [b"\xef\xbb\xbf"] if seed % 3 == 0 else []
+    for i in range(rng.randint(20, 400)):
+        kind = rng.random()
+        if kind < 0.05:
+            body = b""
+        elif kind < 0.1:
+            body = json.dumps({"run_id": str(i), "blob": "x" * rng.randint(3000, 9000)}).encode()  # > a window
+        elif kind < 0.12:
+            body = b'{"big": "' + b"y" * 20000 + b'"}'  # over max_line
+        elif kind < 0.14:
+            body = b'{"bad": "\xff\xfe"}'
+        else:
+            body = json.dumps(flat(run_id=str(i), response_text="t" * rng.randint(0, 300))).encode()
+        parts.append(body + rng.choice([b"\n", b"\r\n"]))
+    data = b"".join(parts)
+    if seed % 2:
+        data += b'{"run_id": "unfinished", "text": "still be'  # a last line still being written
+    log = tmp_path / ("w.jsonl.gz" if seed % 4 == 1 else "w.jsonl")
+    log.write_bytes(gzip.compress(data) if log.suffix == ".gz" else data)
+    window = rng.choice([2048, 4096, 8192])
+    kw = {"window": window, "max_line": 16384}
+    whole_held: dict[str, int] = {}
+    whole = _read_all(log, False, held=whole_held, **kw)[0]
+    assert len(whole) >= 3
+    some = {i for i in range(len(whole)) if rng.random() < 0.3}
+    # the whole file, with and without rewinds; and a caller that rewinds at one window and stops at the next (the
+    # read ahead had gone on, to the end of the file and its held line when that window was the second last)
+    for rewind_at, stop_after in [(set(), None), (some, None),
+                                  *(({k - 1}, k) for k in range(1, len(whole) + 1))]:
+        held_plain: dict[str, int] = {}
+        held_ahead: dict[str, int] = {}
+        plain = _read_all(log, False, held=held_plain, rewind_at=rewind_at, stop_after=stop_after, **kw)
+        ahead = _read_all(log, True, held=held_ahead, rewind_at=rewind_at, stop_after=stop_after, **kw)
+        assert plain[1] is None
+        assert ahead == plain
+        assert held_ahead == held_plain
+    assert bool(whole_held) == bool(seed % 2)
+
+
+def test_the_read_ahead_forgets_the_held_line_it_read_before_a_rewind(tmp_path: Path) -> None:
+    """Lines of 100 bytes in 4 KB windows: each window holds 40 lines. The read ahead reads the last window, which
+    holds the unfinished line back, while the caller still has the one before; the caller rewinds to that one's
+    last line and stops after the next window, which (41 lines, more than a window holds) does not reach the end.
+    The plain reader never got to the end: ``held`` must be empty for the read ahead too."""
+    line = json.dumps({"run_id": "r", "pad": ""}).encode()
+    line = line[:-2] + b"x" * (99 - len(line)) + b'"}'
+    assert len(line) == 99
+    log = tmp_path / "w.jsonl"
+    log.write_bytes((line + b"\n") * 200 + b'{"run_id": "unfinished", "text": "still bei')
+    kw = {"window": 4096, "max_line": 16384}
+    whole_held: dict[str, int] = {}
+    whole = _read_all(log, False, held=whole_held, **kw)[0]
+    assert [w[1] for w in whole] == [40] * 5 and whole_held
+    held_plain: dict[str, int] = {}
+    held_ahead: dict[str, int] = {}
+    plain = _read_all(log, False, held=held_plain, rewind_at={3}, stop_after=5, grow=False, **kw)
+    ahead = _read_all(log, True, held=held_ahead, rewind_at={3}, stop_after=5, grow=False, **kw)
+    assert plain[0][4][1] == 40 and not plain[0][4][3]  # the window after the rewind is not the last
+    assert ahead == plain
+    assert held_plain == held_ahead == {}
+
+
+def test_the_read_ahead_raises_a_read_error_where_the_plain_reader_does(tmp_path: Path) -> None:
+    """A gzip file cut short: both readers give the same windows, then the same error (never a window less or
+    more, never a hang)."""
+    body = b"".join(json.dumps(flat(run_id=str(i), response_text="w" * 200)).encode() + b"\n" for i in range(3000))
+    log = tmp_path / "cut.jsonl.gz"
+    log.write_bytes(gzip.compress(body)[:-4000])
+    plain = _read_all(log, False, window=16384, max_line=1 << 20, held=None)
+    ahead = _read_all(log, True, window=16384, max_line=1 << 20, held=None)
+    assert plain[1] == "EOFError"
+    assert len(plain[0]) > 10
+    assert ahead == plain
+
+
+def test_the_read_ahead_stops_its_thread_when_the_caller_stops_early(tmp_path: Path) -> None:
+    from runaudit.ingest.reader import ReadAhead
+
+    log = tmp_path / "w.jsonl"
+    log.write_bytes(b"".join(json.dumps(flat(run_id=str(i))).encode() + b"\n" for i in range(2000)))
+    with open(log, "rb") as f, ReadAhead(f, window=4096) as reader:
+        first = next(reader)
+        assert first.lines > 0
+        reader.ready.wait()  # the thread has read the second window and waits
+    assert not reader._thread.is_alive()
+    assert f.closed
 
 
 def test_a_window_is_raw_sse_text_when_one_of_its_lines_starts_data(tmp_path: Path) -> None:

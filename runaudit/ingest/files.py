@@ -8,6 +8,7 @@ transaction: a killed ingest leaves the file's previous state, and the next run 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -23,8 +24,8 @@ from runaudit.config import Config
 from runaudit.errors import InputFormatError
 from runaudit.ingest import document, llm_db
 from runaudit.ingest.reader import (
+    ReadAhead,
     file_fingerprint,
-    iter_windows,
     open_log,
     prefix_digest,
 )
@@ -268,23 +269,24 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                                            hint="write it as JSON lines (jq -c '.[]')")
                 doc = document.document_window(store.con, data)
                 f.seek(0)
-            windows = [doc] if doc is not None else iter_windows(
+            windows = contextlib.nullcontext([doc]) if doc is not None else ReadAhead(
                 f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes, rewind=rewind,
                 held=None if settled else held_tail)
-            for win in windows:
-                ctx["line0"] = lines
-                c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
-                for k in counts:
-                    counts[k] += c[k]
-                if c["defer"]:
-                    # a stream goes on in the next window: read it again from its message_start
-                    rewind.append((c["defer"][0], c["defer"][1] - 1, c["defer"][2]))
-                if progress:
-                    progress(c["end_offset"] - end_off if not compressed else 0, path)
-                end_off, lines = c["end_offset"], lines + c["lines"]
-                unterminated = win.unterminated_last and c["held"] == 0
-                if c["held"]:
-                    break  # a stream still being written: the rest of the file waits for the next ingest
+            with windows as wins:
+                for win in wins:
+                    ctx["line0"] = lines
+                    c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
+                    for k in counts:
+                        counts[k] += c[k]
+                    if c["defer"]:
+                        # a stream goes on in the next window: read it again from its message_start
+                        rewind.append((c["defer"][0], c["defer"][1] - 1, c["defer"][2]))
+                    if progress:
+                        progress(c["end_offset"] - end_off if not compressed else 0, path)
+                    end_off, lines = c["end_offset"], lines + c["lines"]
+                    unterminated = win.unterminated_last and c["held"] == 0
+                    if c["held"]:
+                        break  # a stream still being written: the rest of the file waits for the next ingest
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise InputFormatError(f"{path}: cannot decompress or read ({e}); nothing from this file was stored",
                                    hint="check the file with `gzip -t` or re-copy it") from e

@@ -1,7 +1,8 @@
 """Stream a log file as Arrow windows of whole lines, with exact line numbers and byte offsets.
 
 The file is read with ``readinto`` into one reusable buffer; line boundaries are found with numpy, and each
-window becomes an Arrow string array that points into the buffer (no per-line Python work on the fast path).
+window becomes an Arrow string array over the lines packed into one of two buffers used in turn (no per-line
+Python work on the fast path). :class:`ReadAhead` reads the next window in a thread while the caller works.
 Each line's string leaves out its terminator (LF or CR LF); a byte-order mark becomes spaces, and lines with
 whitespace at an edge are flagged ``padded`` so SQL trims just those. Lines longer than ``max_line`` are
 streamed past (never held whole) and reported with their first bytes so the caller can quarantine them.
@@ -12,9 +13,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -132,11 +134,11 @@ def _limit_lines(buf: bytearray, cut: int, limit: int) -> int:
 
 def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
                  max_line: int, out: bytearray) -> tuple[pa.Table, int, int, bool]:
-    """The window's lines as an Arrow table whose strings live in ``out`` (reused from window to window), the
+    """The window's lines as an Arrow table whose strings live in ``out`` (one of two, reused in turn), the
     number of lines and of blank lines, and whether a line starts ``data:`` (raw SSE text).
 
     DuckDB keeps what it read from a registered Arrow table alive until the transaction ends (a file is one
-    transaction), so each window's strings must live in the same reused buffer, or memory grows with the file.
+    transaction), so the windows' strings must live in buffers reused in turn, or memory grows with the file.
     """
     arr = np.frombuffer(buf, dtype=np.uint8, count=cut)
     nl = np.flatnonzero(arr == 10)
@@ -175,6 +177,8 @@ def _lines_table(buf: bytearray, cut: int, line0: int, base: int, bom: bool,
         packed = np.frombuffer(out, dtype=np.uint8, count=len(raw))
         del raw
     else:
+        # one line without a newline: the file's last, so the reader does not refill ``buf`` after it (unless the
+        # caller rewinds, which it does before asking for the next window: ReadAhead reads ahead safely)
         packed = arr
     lens = orig_len - term
     noffs = np.empty(n + 1, dtype=np.int32)
@@ -313,21 +317,138 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
 
     With ``held`` (a dict), a last line without its newline that is not yet a whole JSON value is not read: the
     file is still being written. Its offset and length are put in ``held`` and the last window ends before it.
+
+    :class:`ReadAhead` yields the same windows, reading the next one in a thread while the caller works.
     """
-    window = window or WINDOW_BYTES
+    rewind = rewind if rewind is not None else []
+    for step in _windows(f, offset, line_no, window or WINDOW_BYTES, max_line, rewind, held):
+        if step is None:
+            if rewind:
+                continue  # the end of the file, but the caller wants lines again
+            return
+        yield step[0]
+
+
+class ReadAhead:
+    """:func:`iter_windows`, one window ahead: a thread reads and packs the next window while the caller works on
+    this one (the caller's time is mostly in DuckDB, which releases the GIL).
+
+    The same windows, the same ``rewind`` and ``held`` protocol and the same validity rule: a window's table is
+    valid until the next one is requested (windows alternate between two buffers, and the thread fills one only
+    after the window it held was given up). The read ahead is done as if no rewind were coming; when the caller
+    puts one in ``rewind``, that window is dropped and the reader starts again where asked, with the buffer size
+    it had at the window the caller got (so the windows are the ones :func:`iter_windows` reads). A read error is
+    raised when the caller asks for the window it stopped; one the caller never asks for (it stopped first) is not
+    raised. ``held`` is updated as the caller gets each window. Use it as a context manager (or call
+    :meth:`close`) so the thread stops before ``f`` is closed.
+    """
+
+    def __init__(self, f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int | None = None,
+                 max_line: int = 32 << 20, rewind: list[tuple[int, int, bool]] | None = None,
+                 held: dict[str, int] | None = None) -> None:
+        self._rewind = rewind if rewind is not None else []
+        self._held = held
+        self._own_rewind: list[tuple[int, ...]] = []
+        self._own_held: dict[str, int] | None = {} if held is not None else None
+        self._got_held: dict[str, int] = {}  # the reader's ``held`` as of the last window given to the caller
+        self._bufsize = window or WINDOW_BYTES
+        self._gen = _windows(f, offset, line_no, window or WINDOW_BYTES, max_line, self._own_rewind,
+                             self._own_held)
+        self._go = threading.Semaphore(0)
+        self.ready = threading.Event()  # the thread has read the next window (tests wait on it)
+        self._result: tuple[str, Any, dict[str, int]] = ("end", None, {})
+        self._closed = self._done = False
+        self._thread = threading.Thread(target=self._work, name="runaudit-reader", daemon=True)
+        self._thread.start()
+        self._go.release()
+
+    def _work(self) -> None:
+        while True:
+            self._go.acquire()
+            if self._closed:
+                return
+            try:
+                step = next(self._gen)
+                kind = "end" if step is None else "window"
+            except StopIteration:
+                kind, step = "end", None
+            except BaseException as e:  # given to the caller, raised in its thread
+                kind, step = "error", e
+            self._result = (kind, step, dict(self._own_held or {}))
+            self.ready.set()
+            if kind == "error":
+                return
+
+    def __iter__(self) -> ReadAhead:
+        return self
+
+    def __next__(self) -> Window:
+        if self._done:
+            raise StopIteration
+        while True:
+            self.ready.wait()
+            self.ready.clear()
+            kind, step, held = self._result
+            if self._rewind and kind != "error":
+                # read from where the caller asks, as the plain reader would have after the window it gave
+                pos, line_no, grow = self._rewind.pop()
+                self._rewind.clear()
+                self._own_rewind.append((pos, line_no, grow, self._bufsize))
+                if self._own_held is not None:
+                    self._own_held.clear()
+                    self._own_held.update(self._got_held)
+                self._go.release()
+                continue
+            if self._held is not None:
+                self._got_held = held
+                self._held.clear()
+                self._held.update(held)
+            if kind == "window":
+                win, self._bufsize = step
+                self._go.release()  # read the next one while the caller works on this one
+                return win
+            self._done = True
+            if kind == "error":
+                raise step
+            raise StopIteration
+
+    def close(self) -> None:
+        """Stop the thread (after the read it is doing, if any)."""
+        self._done = self._closed = True
+        self._go.release()
+        self._thread.join()
+        self._gen.close()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _windows(f: IO[bytes], offset: int, line_no: int, window: int, max_line: int,
+             rewind: list[tuple[int, ...]], held: dict[str, int] | None) -> Iterator[tuple[Window, int] | None]:
+    """The reader behind :func:`iter_windows`: each window with the read buffer's size, and None at the end of
+    the file; asked again after the end, it goes on only if ``rewind`` holds a place to read from (an entry may
+    carry a fourth item, the buffer size to read with)."""
     grow_cap = window * GROW_LIMIT
     buf = bytearray(window)
-    out = bytearray(window)  # the packed lines of the current window (see _lines_table)
+    # the packed lines of a window (see _lines_table), two in turn: ReadAhead packs the next window while the
+    # caller still reads the one before
+    outs = [bytearray(window), bytearray(window)]
+    turn = 0
     fill = 0
     pos = offset  # file offset of buf[0]
     eof = False
     first = offset == 0
     while True:
         if rewind:
-            pos, line_no, grow = rewind.pop()
+            pos, line_no, grow, *size = rewind.pop()
             rewind.clear()
             f.seek(pos)
             fill, eof = 0, False
+            if size and len(buf) != size[0]:
+                buf = bytearray(size[0])
             if grow and len(buf) < grow_cap:
                 buf = bytearray(min(len(buf) * 2, grow_cap))
         if not eof:
@@ -335,7 +456,10 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
             eof = new_fill < len(buf)
             fill = new_fill
         if fill == 0:
-            return
+            yield None
+            if not rewind:
+                return
+            continue
         bom = first and bytes(buf[:3]) == _BOM
         first = False
         cut = buf.rfind(b"\n", 0, fill) + 1
@@ -362,7 +486,7 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
                 skipped += len(chunk)
             line_no += 1
             yield Window(_too_long_table(first_bytes, line_no, pos, skipped), pos + skipped, 1, False,
-                         eof and not rest)
+                         eof and not rest), len(buf)
             pos += skipped
             buf[:len(rest)] = rest
             fill = len(rest)
@@ -370,17 +494,21 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
         if eof and held is not None and cut < fill and not complete_json(bytes(buf[cut:fill])):
             held["offset"], held["bytes"] = pos + cut, fill - cut
             if cut == 0:
-                return
+                yield None
+                if not rewind:
+                    return
+                continue
             fill = cut  # the window ends before the line still being written
         if cut == 0:
             cut = fill  # last line of the file, without a newline
         elif cut > 1:
             cut = _limit_lines(buf, cut, MAX_WINDOW_LINES)
         unterminated = cut == fill and buf[cut - 1] != 10
-        if len(out) < len(buf):
-            out = bytearray(len(buf))
-        table, n, blank, sse = _lines_table(buf, cut, line_no, pos, bom, max_line, out)
-        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap, sse, blank)
+        turn ^= 1
+        if len(outs[turn]) < len(buf):
+            outs[turn] = bytearray(len(buf))
+        table, n, blank, sse = _lines_table(buf, cut, line_no, pos, bom, max_line, outs[turn])
+        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap, sse, blank), len(buf)
         del table
         line_no += n
         pos += cut
@@ -389,7 +517,9 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
             buf[:rem] = buf[cut:fill]
         fill = rem
         if eof and fill == 0 and not rewind:
-            return
+            yield None
+            if not rewind:
+                return
 
 
 def too_long(lines: list[str], nbytes: list[int], max_line: int) -> list[bool]:
