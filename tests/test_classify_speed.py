@@ -65,6 +65,25 @@ def test_the_gate_fires_exactly_when_a_positive_lexical_feature_does() -> None:
     assert fired_somewhere == POSITIVE  # the corpus exercises every positive feature
 
 
+def test_each_piece_gate_fires_exactly_when_a_positive_feature_over_that_piece_does() -> None:
+    """The staged score skips a positive feature's regex where its piece's gate did not match: exact only if a
+    piece's gate matches whenever one of its features does (and, to skip anything, only then)."""
+    con = duckdb.connect()
+    pats = refusal._gate_patterns()
+    by_piece = {piece: {f.name for f in FEATURES if f.lexical and f.weight > 0 and refusal._positive_piece(f) == piece}
+                for piece in pats}
+    assert set().union(*by_piece.values()) == POSITIVE and len(pats) >= 2
+    tests = ", ".join(f"regexp_matches({refusal._PARTS[piece]}, '{pat}')" for piece, pat in pats.items())
+    sql = (f"SELECT {refusal._bind('t', f'[{tests}]')}, {features_sql('t')} "
+           f"FROM (SELECT unnest(?::VARCHAR[]) AS t) WHERE t IS NOT NULL")
+    seen = {piece: [0, 0] for piece in pats}
+    for fired, feats in con.execute(sql, [_corpus()]).fetchall():
+        for piece, g in zip(pats, fired, strict=True):
+            assert bool(g) == bool(by_piece[piece] & set(feats)), (piece, feats)
+            seen[piece][bool(g)] += 1
+    assert all(off and on for off, on in seen.values()), seen  # every piece's gate both fires and does not
+
+
 def test_no_positive_lexical_evidence_scores_zero_and_the_rest_is_unchanged() -> None:
     con = duckdb.connect()
     texts = _corpus()

@@ -261,20 +261,22 @@ _CAP = 4000
 # so an expression written out in each of ~35 features was computed ~35 times. A one-element list mapped by a
 # lambda binds a value to a name (``list_transform([x], lambda p: f(p, p))[1]`` computes ``x`` once); nested
 # lambdas read the outer names. The names are prefixed so that no column of the caller's query is shadowed.
-_A, _B, _C, _D, _W = "ra_a", "ra_b", "ra_c", "ra_d", "ra_w"
+_A, _B, _C, _D, _W, _X = "ra_a", "ra_b", "ra_c", "ra_d", "ra_w", "ra_x"
 _PARTS = {"text": f"{_A}.t", "head": f"{_C}.head", "lead": f"{_C}.lead", "text300": f"{_B}.text300",
           "tail": f"{_B}.tail", "n": f"{_A}.n", "overlap": f"{_D}.ov"}
 
 
 def _overlap(text: str, prompt: str | None) -> str:
     """Share of the request's distinct content words (5+ letters, last 1,500 chars) found in the reply, only when
-    both sides have enough Latin-script words to compare (a translation shares none by design)."""
+    both sides have enough Latin-script words to compare (a translation shares none by design). The request's
+    words are distinct, so counting those the reply holds is the size of the intersection: ``list_intersect``
+    gave the same value ~20% slower (it hashes both lists)."""
     if prompt is None:
         return "NULL::DOUBLE"
     words = (f"struct_pack(pw := list_distinct(regexp_extract_all(lower(right({prompt}, 1500)), '[a-z]{{5,}}')), "
              f"rw := regexp_extract_all(lower(left({text}, {_CAP})), '[a-z]{{5,}}'))")
     return (f"list_transform([{words}], lambda {_W}: CASE WHEN len({_W}.pw) >= 4 AND len({_W}.rw) >= 10 "
-            f"THEN len(list_intersect({_W}.pw, {_W}.rw))::DOUBLE / len({_W}.pw) END)[1]")
+            f"THEN len(list_filter({_W}.pw, lambda {_X}: list_contains({_W}.rw, {_X})))::DOUBLE / len({_W}.pw) END)[1]")
 
 
 def _piece_defs(text: str, t: str, b: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]],
@@ -309,23 +311,36 @@ def _with_overlap(text: str, prompt: str | None, body: str) -> str:
 _SIMPLE = re.compile(r"regexp_matches\(\{(\w+)\}, '(.*)'\)", re.S)
 
 
-def _gate(parts: dict[str, str] | None = None) -> str:
-    """SQL (inside :func:`_bind`): does any lexical feature with a positive weight fire?
+def _gate_patterns() -> dict[str, str]:
+    """For each piece, one pattern that matches exactly when a lexical feature with a positive weight over that
+    piece does.
 
     Exact, not a heuristic: each of those features is one unanchored ``regexp_matches`` over one piece, and a
-    search for ``(?:a)|(?:b)`` matches exactly when a search for ``a`` or for ``b`` does. One pass per piece
-    instead of one per feature; a reply with no positive lexical evidence skips the rest of the score.
+    search for ``(?:a)|(?:b)`` matches exactly when a search for ``a`` or for ``b`` does.
     """
     groups: dict[str, list[str]] = {}
     for f in FEATURES:
         if f.lexical and f.weight > 0:
             m = _SIMPLE.fullmatch(f.sql)
-            if m is None:  # pragma: no cover - guarded by a test: every such feature is one regexp_matches
-                raise AssertionError(f"feature {f.name} is not one regexp_matches over a piece")
-            groups.setdefault(m.group(1), []).append(m.group(2))
+            groups.setdefault(_positive_piece(f), []).append(m.group(2) if m else "")
+    return {piece: "|".join(f"(?:{p})" for p in pats) for piece, pats in groups.items()}
+
+
+def _positive_piece(f: Feature) -> str:
+    """The piece a positive lexical feature searches."""
+    m = _SIMPLE.fullmatch(f.sql)
+    if m is None:  # pragma: no cover - guarded by a test: every such feature is one regexp_matches
+        raise AssertionError(f"feature {f.name} is not one regexp_matches over a piece")
+    return m.group(1)
+
+
+def _gate(parts: dict[str, str] | None = None) -> str:
+    """SQL (inside :func:`_bind`): does any lexical feature with a positive weight fire? One pass per piece
+    (:func:`_gate_patterns`) instead of one per feature; a reply with no positive lexical evidence skips the rest
+    of the score."""
     parts = parts or _PARTS
-    return "(" + " OR ".join(f"regexp_matches({parts[piece]}, '" + "|".join(f"(?:{p})" for p in pats) + "')"
-                             for piece, pats in groups.items()) + ")"
+    tests = (f"regexp_matches({parts[piece]}, '{pat}')" for piece, pat in _gate_patterns().items())
+    return "(" + " OR ".join(tests) + ")"
 
 
 def _expr(f: Feature, parts: dict[str, str]) -> str:
@@ -377,10 +392,16 @@ def capability_sql(text: str) -> str:
     return f"coalesce(regexp_matches({t}, '{CAPABILITY_RE}'), false)"
 
 
-def _total(parts: dict[str, str], shape_evidence: bool) -> str:
+def _total(parts: dict[str, str], shape_evidence: bool, gates: dict[str, str] | None = None) -> str:
     """The score from the features read on ``parts``: a logistic function of the weighted sum, capped below the
-    threshold when no lexical evidence is net positive."""
-    lex = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
+    threshold when no lexical evidence is net positive. ``gates`` (piece -> boolean SQL: that piece's gate
+    pattern matched) lets a positive feature skip its regex where its piece's gate did not match, with the same
+    value (the gate matches whenever the feature does)."""
+    def lexical(f: Feature) -> str:
+        e = _expr(f, parts)
+        return f"({gates[_positive_piece(f)]} AND {e})" if gates and f.weight > 0 else e
+
+    lex = " + ".join(f"(CASE WHEN {lexical(f)} THEN {f.weight} ELSE 0 END)" for f in FEATURES if f.lexical)
     shape = " + ".join(f"(CASE WHEN {_expr(f, parts)} THEN {f.weight} ELSE 0 END)" for f in FEATURES
                        if not f.lexical) if shape_evidence else "0"
     # the sums are bound once too, and the CASE reads them twice
@@ -433,12 +454,18 @@ def score_stages(text: str, prompt: str | None = None, *,
              "tail": cols["tail"], "n": cols["n"], "overlap": cols["ov"]}
     one, two, three = _piece_defs(text, cols["t"], cols["unq"])
     go = f"{p}go"
+    # the gate is kept piece by piece: a positive feature's regex then runs only where its piece's gate matched
+    # (200k realistic runs: the features' sum ~40% faster, three gates as fast as one)
+    patterns = _gate_patterns()
+    gates = {piece: f"{p}g_{piece}" for piece in patterns}
     stages = [[(go, _cued(text))] + [(cols[k], f"CASE WHEN {go} THEN {v} END") for k, v in one],
               [(cols[k], v) for k, v in two],
               [(cols[k], v) for k, v in three],
-              [(f"{p}gate", f"coalesce({go} AND {_gate(parts)}, false)")],
+              [(gates[piece], f"coalesce({go} AND regexp_matches({parts[piece]}, '{pat}'), false)")
+               for piece, pat in patterns.items()],
+              [(f"{p}gate", "(" + " OR ".join(gates.values()) + ")")],
               [(cols["ov"], f"CASE WHEN {p}gate THEN {_overlap(text, prompt if shape_evidence else None)} END")]]
-    score = f"(CASE WHEN {p}gate THEN {_total(parts, shape_evidence)} ELSE 0.0 END)"
+    score = f"(CASE WHEN {p}gate THEN {_total(parts, shape_evidence, gates)} ELSE 0.0 END)"
     return stages, score
 
 
