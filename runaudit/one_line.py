@@ -49,7 +49,8 @@ _ARGS_CTE = """WITH _args AS (SELECT $1::VARCHAR AS a_line, $2::TIMESTAMP AS a_m
                       $4::TIMESTAMP AS a_ts
 ), _chunk AS (
   SELECT 1::BIGINT AS line_no, 0::BIGINT AS byte_offset, a_line AS line, false AS bad_utf8,
-         false AS too_long, strlen(a_line)::BIGINT AS orig_len, false AS padded
+         false AS too_long, strlen(a_line)::BIGINT AS orig_len, false AS padded, NULL::UBIGINT AS dg_h,
+         NULL::UBIGINT AS dg_h2
   FROM _args
 )"""
 

@@ -14,6 +14,8 @@ from runaudit.ingest import ingest
 from runaudit.store import Store
 from tests.conftest import flat, write_jsonl
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _buckets(res) -> int:  # type: ignore[no-untyped-def]
     return res.ingested + res.duplicates + res.blank + res.quarantined
@@ -475,3 +477,81 @@ def test_records_made_in_sql_keep_their_text_and_nulls_in_the_reused_buffer() ->
     assert all(start <= a < start + len(out) for a in addresses)
     again, out2 = records_table(tbl.slice(0, 50), out, budget=4096)
     assert out2 is out and again.column("line").to_pylist() == lines[1:51]
+
+
+def _odd_lines_log(path: Path) -> Path:
+    """Lines the parse changes before their identity is taken (trimmed, repaired, SSE-framed, BOM-led), lines it
+    keeps, identical lines, invalid UTF-8, invalid JSON, CR LF, blank lines: each with a record of its own."""
+    rec = json.dumps(flat(run_id="plain", text="A reply with “quotes” and ünïcödé."), ensure_ascii=False).encode()
+    lines = [
+        b"\xef\xbb\xbf" + json.dumps(flat(run_id="bom")).encode(),
+        rec, rec,  # two identical lines: two calls
+        b"  \t" + json.dumps(flat(run_id="padded")).encode() + b"   ",
+        json.dumps(flat(run_id="crlf")).encode() + b"\r",
+        b'{"task_id": "t", "status": "success", "text": "lone \\ud800 surrogate", "run_id": "repaired"}',
+        b'{"task_id": "t", "status": "success", "text": "bad \xff byte", "run_id": "badutf8"}',
+        b"",
+        b"not json at all",
+        b"[1, 2, 3]",
+        b"data: " + json.dumps(flat(run_id="sse")).encode(),
+        json.dumps(flat(run_id="last")).encode(),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _identities(store: Store) -> tuple[list[tuple], list[tuple]]:  # type: ignore[type-arg]
+    runs = store.rows("SELECT source_file, source_line, record_hash, record_hash2, record_bytes, record_occ "
+                      "FROM runs ORDER BY ALL")
+    quarantine = store.rows("SELECT source_file, source_line, line_hash, line_hash2, line_occ FROM quarantine "
+                            "ORDER BY ALL")
+    return runs, quarantine
+
+
+def test_the_readers_digests_are_the_identities_sql_gave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader computes each line's SHA-256 (ingest.reader._digests) and the keys statement takes it where the
+    record is still the line read; everywhere else SQL hashes the record. Every run and quarantined line must get
+    exactly the identity SQL alone gave (stores made before keep recognising their files), over the sample logs
+    (streams, spans, batches, agent logs) and lines the parse changes, in small windows."""
+    import shutil
+
+    import duckdb
+    import pyarrow as pa
+
+    from runaudit.ingest import reader
+
+    logs = tmp_path / "logs"
+    shutil.copytree(ROOT / "sample_logs", logs)
+    _odd_lines_log(logs / "odd.jsonl")
+    monkeypatch.setattr(reader, "WINDOW_BYTES", 4096)
+    made = []
+    with Store.open(":memory:") as store:
+        ingest(store, [logs])
+        with_digests = _identities(store)
+        # each run's identity is the SHA-256 of its stored record, as SQL computes it
+        assert store.scalar("SELECT count(*) FROM runs WHERE record_hash <> ('0x' || left(sha256(raw), 16))::UBIGINT "
+                            "OR record_hash2 <> ('0x' || substr(sha256(raw), 17, 16))::UBIGINT") == 0
+    orig = reader._digests
+
+    def spy(packed, noffs, valid):  # type: ignore[no-untyped-def]
+        cols = orig(packed, noffs, valid)
+        made.append(len(cols["dg_h"]) - cols["dg_h"].null_count)
+        return {k: pa.nulls(len(v), pa.uint64()) for k, v in cols.items()}
+
+    monkeypatch.setattr(reader, "_digests", spy)
+    with Store.open(":memory:") as store:
+        ingest(store, [logs])
+        sql_only = _identities(store)
+    assert sum(made) > 300  # the reader did hash the lines it read (the first pass used those digests)
+    assert with_digests == sql_only
+    assert len(with_digests[0]) > 300 and len(with_digests[1]) >= 3
+    # the reader's digest of a line is SQL's sha256 of the line's string; NULL only where the bytes are not it
+    monkeypatch.setattr(reader, "_digests", orig)
+    con = duckdb.connect()
+    with open(logs / "odd.jsonl", "rb") as f:
+        for win in reader.iter_windows(f, window=256):
+            t = win.table  # noqa: F841 - read by the query below
+            rows = con.execute("SELECT bad_utf8, dg_h IS NULL, dg_h = ('0x' || left(sha256(line), 16))::UBIGINT "
+                               "AND dg_h2 = ('0x' || substr(sha256(line), 17, 16))::UBIGINT FROM t").fetchall()
+            for bad, null, same in rows:
+                assert null == bad and (null or same)

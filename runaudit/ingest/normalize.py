@@ -172,6 +172,9 @@ _GEMINI_ARRAY = ("(starts_with(ltrim(left(line, 64), chr(32) || chr(9)), '[') AN
 _PARSE_SELECT = f"""
 SELECT line_no, part, byte_offset, nbytes, line, bad_utf8, too_long,
        CASE WHEN kind IN ('garray', 'carray') THEN 'object' ELSE kind END AS kind, repaired, kind = 'garray' AS garray,
+       -- the reader's digest of the line it read, while the record is still that line (not trimmed, repaired,
+       -- folded or taken out of an SSE frame): equal strings, equal SHA-256
+       CASE WHEN line = line0 THEN dg_h END AS dg_h, CASE WHEN line = line0 THEN dg_h2 END AS dg_h2,
        CASE WHEN kind IN ('object', 'carray') THEN json_transform(line, '{STRUCT_SPEC}')
             WHEN kind = 'garray' THEN json_transform(list_transform([json_extract(line, '$[*]')],
                                                      lambda cs: __GEMINI_MERGE__)[1], '{STRUCT_SPEC}') END AS u
@@ -179,7 +182,7 @@ FROM (
   -- a Claude Code --verbose JSON array (one session) is read as its folded session
   SELECT * REPLACE (CASE WHEN kind = 'carray' THEN (__CLAUDE_FOLD__)::VARCHAR ELSE line END AS line)
   FROM (
-    SELECT line_no, __PART__ AS part, byte_offset, nbytes, bad_utf8, too_long,
+    SELECT line_no, __PART__ AS part, byte_offset, nbytes, bad_utf8, too_long, line0, dg_h, dg_h2,
            CASE WHEN repaired THEN fixed ELSE line END AS line, repaired,
            CASE WHEN too_long THEN 'too_long'
                 WHEN blank THEN 'blank'
@@ -211,7 +214,7 @@ __LINES__
 _LINES_PLAIN = """
                 SELECT *, orig_len AS nbytes, line = '' AS blank, NOT too_long AND json_valid(line) AS ok1
                 FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(ltrim(trim(line), chr(65279))) ELSE line END
-                                        AS line) FROM _chunk)"""
+                                        AS line), line AS line0 FROM _chunk)"""
 # Raw SSE text (only for windows where the reader saw a line starting "data:"): a "data: {...}" line is read as
 # its JSON; the framing lines (event:, id:, retry:, ": comment", "data: [DONE]") count as blank.
 _LINES_SSE = """
@@ -227,7 +230,7 @@ _LINES_SSE = """
                     FROM (
                         SELECT *, NOT too_long AND starts_with(line, 'data:') AS sse_data
                         FROM (SELECT * REPLACE (CASE WHEN padded THEN trim(ltrim(trim(line), chr(65279)))
-                                                ELSE line END AS line) FROM _chunk)
+                                                ELSE line END AS line), line AS line0 FROM _chunk)
                     )
                 )"""
 
@@ -550,7 +553,7 @@ WITH p0 AS (
     FROM p2
 )
 SELECT
-  line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, x_notes AS fmt_notes,
+  line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, dg_h, dg_h2, x_notes AS fmt_notes,
   CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error',
                      'bedrock_error')
        THEN 'bare' ELSE shape END AS shape_kind,

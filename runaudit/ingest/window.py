@@ -71,7 +71,7 @@ def insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
         return ov(fld, expr)
 
     sel = f"""
-    SELECT line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, shape AS shape0,
+    SELECT line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, dg_h, dg_h2, shape AS shape0,
       session_id, cost_usd, turns,
       {ovp('run_id', 'run_id')} AS run_id,
       {ovp('task_id', 'task_id')} AS task_id,
@@ -141,8 +141,11 @@ def insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
 KEYS_SQL = """
 CREATE OR REPLACE TEMP TABLE _keys AS
 WITH k AS (
-  SELECT line_no, part, ('0x' || left(d, 16))::UBIGINT AS h, ('0x' || substr(d, 17, 16))::UBIGINT AS h2, blen
-  FROM (SELECT line_no, part, sha256(line) AS d, strlen(line) AS blen FROM _final WHERE kind <> 'blank')
+  -- the reader's digest where it has one (ingest.reader._digests, the same value), SHA-256 in SQL otherwise
+  SELECT line_no, part, coalesce(dg_h, ('0x' || left(d, 16))::UBIGINT) AS h,
+         coalesce(dg_h2, ('0x' || substr(d, 17, 16))::UBIGINT) AS h2, blen
+  FROM (SELECT line_no, part, dg_h, dg_h2, CASE WHEN dg_h IS NULL OR dg_h2 IS NULL THEN sha256(line) END AS d,
+               strlen(line) AS blen FROM _final WHERE kind <> 'blank')
 ), dup AS (
   -- identical lines are rare: number them (a window sort) only where a digest repeats in the window
   SELECT h, h2 FROM k GROUP BY h, h2 HAVING count(*) > 1
