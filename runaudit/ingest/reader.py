@@ -438,6 +438,11 @@ class ReadAhead:
                 raise step
             raise StopIteration
 
+    @property
+    def reading(self) -> bool:
+        """Whether the reader's thread is still running (False once :meth:`close` returned)."""
+        return self._thread.is_alive()
+
     def close(self) -> None:
         """Stop the thread (after the read it is doing, if any)."""
         self._done = self._closed = True
