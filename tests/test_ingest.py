@@ -555,3 +555,17 @@ def test_the_readers_digests_are_the_identities_sql_gave(tmp_path: Path, monkeyp
                                "AND dg_h2 = ('0x' || substr(sha256(line), 17, 16))::UBIGINT FROM t").fetchall()
             for bad, null, same in rows:
                 assert null == bad and (null or same)
+
+
+def test_a_top_level_key_is_found_as_json_exists_finds_it(store: Store, tmp_path: Path) -> None:
+    """Shape detection reads an object's top-level keys once (json_keys) instead of a json_exists per key: a key
+    written with escapes, a key whose value is null and a repeated key count, a nested one does not."""
+    rec = json.dumps(flat(run_id="nested", text="fine"))[:-1] + ', "meta": {"resourceLogs": [], "hidden_params": {}}}'
+    lines = ['{"resource\\u004cogs": []}', '{"resourceMetrics": null}', '{"resourceLogs": [], "resourceLogs": []}',
+             rec, '{"call_type": "completion", "status": "success", "model": "m", "status_fields": null}']
+    res = ingest(store, [write_jsonl(tmp_path / "k.jsonl", [], raw_lines=lines)])
+    assert (res.not_calls, res.ingested) == (3, 2)
+    got = dict(store.rows("SELECT source_line, shape FROM runs ORDER BY 1"))
+    assert got == {4: "flat", 5: "litellm"}
+    notes = store.scalar("SELECT notes FROM runs WHERE source_line = 4")
+    assert "duplicate_keys_first_wins" not in notes

@@ -252,7 +252,10 @@ WITH s AS (
       json_transform(u.result, '__RESULT__') AS res,
       json_transform(CASE WHEN json_type(u.response) = 'OBJECT' THEN u.response END, '__BATCH__') AS bresp,
       json_transform(CASE WHEN json_type(u.error) = 'OBJECT' THEN u.error END, '__ERROR__') AS err,
-      CASE WHEN kind = 'object' THEN line END AS oline
+      CASE WHEN kind = 'object' THEN line END AS oline,
+      -- an object's top-level keys, read once: the tests below for a key and the duplicate-key note use them
+      -- (a json_exists over the whole line parses it again each time)
+      json_keys(CASE WHEN kind = 'object' THEN line END) AS okeys
     FROM _stage
 ), d AS (
     SELECT *,
@@ -266,18 +269,18 @@ WITH s AS (
         WHEN u.session_id IS NOT NULL AND (u.type IN __CLAUDE_TYPES__ OR (u.type IS NOT NULL AND u.uuid IS NOT NULL))
              THEN NULL
         WHEN u.sessionId IS NOT NULL AND (u.uuid IS NOT NULL OR u.type IS NOT NULL
-             OR json_exists(oline, '$.parentUuid')) THEN NULL
+             OR list_contains(okeys, 'parentUuid')) THEN NULL
         WHEN u.leafUuid IS NOT NULL AND coalesce(u.type, 'summary') = 'summary' THEN '_none'
         -- transcript bookkeeping lines without a session id, and OTLP logs or metrics (no spans): no model call
         WHEN u.type IN ('summary', 'file-history-snapshot', 'custom-title', 'ai-title', 'tag', 'continued-in',
                         'last-prompt', 'queue-operation') AND u.sessionId IS NULL AND u.session_id IS NULL
              AND u.task_id IS NULL THEN '_none'
-        WHEN json_exists(oline, '$.resourceLogs') OR json_exists(oline, '$.resourceMetrics') THEN '_none'
+        WHEN list_contains(okeys, 'resourceLogs') OR list_contains(okeys, 'resourceMetrics') THEN '_none'
         WHEN u.standard_logging_object IS NOT NULL OR (u.call_type IS NOT NULL AND u.status IN ('success', 'failure')
-             AND (json_exists(oline, '$.model_map_information') OR json_exists(oline, '$.status_fields')
-                  OR json_exists(oline, '$.error_information') OR json_exists(oline, '$.hidden_params')))
+             AND (list_contains(okeys, 'model_map_information') OR list_contains(okeys, 'status_fields')
+                  OR list_contains(okeys, 'error_information') OR list_contains(okeys, 'hidden_params')))
              THEN 'litellm'
-        WHEN u.conversation_id IS NOT NULL AND u.datetime_utc IS NOT NULL AND json_exists(oline, '$.response_json')
+        WHEN u.conversation_id IS NOT NULL AND u.datetime_utc IS NOT NULL AND list_contains(okeys, 'response_json')
              THEN 'llm_log'
         WHEN u.custom_id IS NOT NULL AND res.type IS NOT NULL THEN 'anthropic_batch'
         WHEN u.custom_id IS NOT NULL AND (bresp.status_code IS NOT NULL OR (u.error IS NOT NULL AND u.response IS NULL)
@@ -553,7 +556,8 @@ WITH p0 AS (
     FROM p2
 )
 SELECT
-  line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, dg_h, dg_h2, x_notes AS fmt_notes,
+  line_no, part, byte_offset, nbytes, line, okeys, bad_utf8, too_long, kind, repaired, dg_h, dg_h2,
+  x_notes AS fmt_notes,
   CASE WHEN shape IN ('anthropic', 'openai_chat', 'openai_responses', 'gemini', 'bedrock', 'openai_error',
                      'bedrock_error')
        THEN 'bare' ELSE shape END AS shape_kind,

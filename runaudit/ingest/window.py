@@ -71,7 +71,8 @@ def insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
         return ov(fld, expr)
 
     sel = f"""
-    SELECT line_no, part, byte_offset, nbytes, line, bad_utf8, too_long, kind, repaired, dg_h, dg_h2, shape AS shape0,
+    SELECT line_no, part, byte_offset, nbytes, line, okeys, bad_utf8, too_long, kind, repaired, dg_h, dg_h2,
+      shape AS shape0,
       session_id, cost_usd, turns,
       {ovp('run_id', 'run_id')} AS run_id,
       {ovp('task_id', 'task_id')} AS task_id,
@@ -110,7 +111,7 @@ def insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
         regexp_extract(coalesce(error_message, error_type, ''), '^Error code: ([0-9]{{3}})', 1) AS http_from_msg
       FROM m
     )
-    SELECT *,
+    SELECT * EXCLUDE (okeys),
       coalesce(http0, try_cast(nullif(http_from_msg, '') AS INTEGER)) AS http_status,
       {STOP_REASON_CASE.format(x='stop_reason_raw')} AS stop_reason,
       coalesce(status_raw, CASE WHEN shape = 'anthropic_batch' THEN batch_result END) AS reported_status,
@@ -119,9 +120,7 @@ def insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
       list_concat(fmt_notes, list_filter([
         CASE WHEN bad_utf8 THEN 'invalid_utf8_replaced' END,
         -- a key twice ("status": "success", ..., "status": "error"): the first value is read (as DuckDB reads JSON)
-        CASE WHEN list_transform([json_keys(CASE WHEN kind = 'object' THEN line END)],
-                                 lambda k: len(k) <> len(list_distinct(k)))[1]
-             THEN 'duplicate_keys_first_wins' END,
+        CASE WHEN len(okeys) <> len(list_distinct(okeys)) THEN 'duplicate_keys_first_wins' END,
         CASE WHEN repaired THEN 'invalid_escape_replaced' END,
         CASE WHEN http_raw IS NOT NULL AND http0 IS NULL THEN 'http_status_unparsed' END,
         CASE WHEN ts_raw IS NOT NULL AND ts_parsed IS NULL THEN 'ts_unparsed' END,
