@@ -533,8 +533,8 @@ def test_the_readers_digests_are_the_identities_sql_gave(tmp_path: Path, monkeyp
                             "OR record_hash2 <> ('0x' || substr(sha256(raw), 17, 16))::UBIGINT") == 0
     orig = reader._digests
 
-    def spy(packed, noffs, valid):  # type: ignore[no-untyped-def]
-        cols = orig(packed, noffs, valid)
+    def spy(packed, noffs, bad):  # type: ignore[no-untyped-def]
+        cols = orig(packed, noffs, bad)
         made.append(len(cols["dg_h"]) - cols["dg_h"].null_count)
         return {k: pa.nulls(len(v), pa.uint64()) for k, v in cols.items()}
 

@@ -321,17 +321,22 @@ def _gate_patterns() -> dict[str, str]:
     groups: dict[str, list[str]] = {}
     for f in FEATURES:
         if f.lexical and f.weight > 0:
-            m = _SIMPLE.fullmatch(f.sql)
-            groups.setdefault(_positive_piece(f), []).append(m.group(2) if m else "")
+            piece, pattern = _positive_search(f)
+            groups.setdefault(piece, []).append(pattern)
     return {piece: "|".join(f"(?:{p})" for p in pats) for piece, pats in groups.items()}
+
+
+def _positive_search(f: Feature) -> tuple[str, str]:
+    """The piece a positive lexical feature searches, and its pattern."""
+    m = _SIMPLE.fullmatch(f.sql)
+    if m is None:  # pragma: no cover - guarded by a test: every such feature is one regexp_matches
+        raise AssertionError(f"feature {f.name} is not one regexp_matches over a piece")
+    return m.group(1), m.group(2)
 
 
 def _positive_piece(f: Feature) -> str:
     """The piece a positive lexical feature searches."""
-    m = _SIMPLE.fullmatch(f.sql)
-    if m is None:  # pragma: no cover - guarded by a test: every such feature is one regexp_matches
-        raise AssertionError(f"feature {f.name} is not one regexp_matches over a piece")
-    return m.group(1)
+    return _positive_search(f)[0]
 
 
 def _gate(parts: dict[str, str] | None = None) -> str:
