@@ -162,7 +162,9 @@ def _dump(obj: Any) -> Any:
     if isinstance(obj, (dict, list, str, int, float, bool)) or obj is None:
         return obj
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
+        # warnings=False: a parsed response's ``parsed`` field (the caller's own model) is dumped as its plain data
+        # without pydantic printing a serializer warning into the pipeline's output
+        return obj.model_dump(mode="json", warnings=False)
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
     if hasattr(obj, "__dataclass_fields__"):
@@ -173,25 +175,69 @@ def _dump(obj: Any) -> Any:
                      "or the response's JSON text")
 
 
-def _exception_fields(exc: BaseException) -> tuple[dict[str, Any], float | None]:
-    """The flat-record fields of an SDK exception: HTTP status, the provider's error object, retry-after."""
-    status = getattr(exc, "status_code", None)
-    body = getattr(exc, "body", None)
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+def _error_fields(status: Any, body: Any, kind: str, message: str,
+                  headers: Any) -> tuple[dict[str, Any], float | None]:
+    """The flat-record fields of a failed call: HTTP status, the provider's error object (``body``'s ``error``, or
+    ``body`` itself, with ``message`` when it has none; else ``{"type": kind, "message": message}``), and
+    retry-after from ``headers``."""
     err: Any = None
     if isinstance(body, dict):
         inner = body.get("error")
         err = inner if isinstance(inner, dict) else body
     if not isinstance(err, dict) or not err:
-        err = {"type": type(exc).__name__, "message": getattr(exc, "message", None) or str(exc)}
+        err = {"type": kind, "message": message}
     else:
         err = dict(err)
-        err.setdefault("message", getattr(exc, "message", None) or str(exc))
+        err.setdefault("message", message)
     fields: dict[str, Any] = {"error": err}
-    if isinstance(status, int):
+    if isinstance(status, int) and not isinstance(status, bool):
         fields["http_status"] = status
     return fields, _retry_after(headers)
+
+
+def _exception_fields(exc: BaseException) -> tuple[dict[str, Any], float | None]:
+    """The flat-record fields of an SDK exception: HTTP status, the provider's error object, retry-after."""
+    response = getattr(exc, "response", None)
+    message = getattr(exc, "message", None) or str(exc)
+    return _error_fields(getattr(exc, "status_code", None), getattr(exc, "body", None), type(exc).__name__, message,
+                         getattr(response, "headers", None))
+
+
+def _http_response(obj: Any) -> Any:
+    """The HTTP response ``obj`` is or wraps (an ``httpx``/``requests`` response, or an SDK's
+    ``with_raw_response`` result, whose ``http_response`` it is), else None."""
+    if isinstance(obj, (dict, list, str, bytes, bytearray)) or obj is None:
+        return None
+    if hasattr(obj, "http_response") and callable(getattr(obj, "parse", None)):
+        obj = obj.http_response
+    status = getattr(obj, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool) and hasattr(obj, "headers") and hasattr(obj, "text"):
+        return obj
+    return None
+
+
+def _http_fields(resp: Any) -> tuple[dict[str, Any], float | None]:
+    """A 2xx HTTP response as ``{"response": body}``; any other as the flat fields of a failed call (its status,
+    the provider's error object from its body, or the body's text as the message, and retry-after)."""
+    status = int(resp.status_code)
+    try:
+        text = resp.text
+    except (UnicodeDecodeError, LookupError) as e:
+        raise UsageError(f"the HTTP {status} response's body is not text: {e}") from e
+    except RuntimeError as e:  # httpx: a streamed response whose body was not read
+        raise UsageError(f"the HTTP {status} response's body was not read: read it (or pass its events to "
+                         f"check_record) first ({e})") from e
+    text = text if isinstance(text, str) else str(text)
+    try:
+        body: Any = json.loads(text)
+    except ValueError:
+        body = None
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            raise UsageError(f"the HTTP {status} response's body is not a JSON object: pass the provider's "
+                             "response body (a stream's events go to check_record)")
+        return {"response": body}, None
+    return _error_fields(status, body, "http_error", text, getattr(resp, "headers", None))
 
 
 def to_record(response: Any, *, task_id: str | None = None, prompt: str | None = None, run_id: str | None = None,
@@ -208,8 +254,12 @@ def to_record(response: Any, *, task_id: str | None = None, prompt: str | None =
     if prompt is not None:
         rec["prompt"] = prompt
     retry_after = None
+    http = _http_response(response)
     if isinstance(response, BaseException):
         fields, retry_after = _exception_fields(response)
+        rec.update(fields)
+    elif http is not None:
+        fields, retry_after = _http_fields(http)
         rec.update(fields)
     else:
         body = response
@@ -331,7 +381,9 @@ def check(response: Any, *, task_id: str | None = None, prompt: str | None = Non
 
     Args:
         response: an ``anthropic``/``openai`` SDK response or exception (``RateLimitError``, ``APIStatusError``,
-            ``APITimeoutError``, ...), or a provider response body as a dict or JSON text.
+            ``APITimeoutError``, ...), an SDK ``with_raw_response`` result, an ``httpx`` or ``requests``
+            response (a 2xx is its JSON body; any other status is a failed call with the provider's error object
+            and ``retry-after``), or a provider response body as a dict or JSON text.
         task_id: the job this call belongs to (the audit's task; done-conditions apply by task glob).
         prompt: the prompt text (the review key is ``sha256(task_id + "\\n" + prompt)``, as in the audit).
         run_id, ts, status: as the log would record them; ``run_id`` and ``ts`` default to a new id and now.

@@ -205,6 +205,97 @@ def test_openai_objects_and_errors_get_the_audits_verdict(tmp_path: Path) -> Non
     assert v.outcome == "declined" and v.rule_code == "DE06"
 
 
+def _logged_verdict(v: Any, tmp_path: Path) -> dict[str, Any]:
+    log = tmp_path / f"{v.record['run_id']}.jsonl"
+    log_call(log, v)
+    (a,) = _audit([log], Config())
+    return _fields(a)
+
+
+def test_http_responses_are_checked_with_their_status_body_and_retry_after(tmp_path: Path) -> None:
+    """A custom HTTP client's response: a 2xx is its JSON body, any other status a failed call carrying the status,
+    the provider's error object (or the body's text) and retry-after; each verdict is the audit's of its line."""
+    import requests
+
+    def client(status: int, **kw: Any) -> Any:
+        return httpx.Client(transport=httpx.MockTransport(lambda req: httpx.Response(status, **kw)))
+
+    ok = client(200, json=_message("I can't help with creating that. It could be used to hurt people.")).post(
+        "https://llm.internal/v1/messages", json={})
+    v = check(ok, task_id="digest", prompt="p")
+    assert v.outcome == "declined" and v.record["response"]["id"] == "msg_01" and "http_status" not in v.record
+    assert _fields(v) == _logged_verdict(v, tmp_path)
+
+    limited = client(429, headers={"retry-after": "9"},
+                     json={"type": "error", "error": {"type": "rate_limit_error", "message": "Slow down"}}).post(
+        "https://llm.internal/v1/messages", json={})
+    with pytest.raises(CallInfraError) as caught:
+        handle(limited, task_id="digest", prompt="p")
+    assert caught.value.retry_after == 9.0 and caught.value.verdict.rule_code == "IN01"
+    assert caught.value.verdict.record["error"] == {"type": "rate_limit_error", "message": "Slow down"}
+
+    gateway = client(502, text="<html><body>502 Bad Gateway</body></html>").post("https://llm.internal/v1", json={})
+    v = check(gateway, task_id="digest", prompt="p")
+    assert v.outcome == "infra_error" and v.retryable and v.record["http_status"] == 502
+    assert v.record["error"] == {"type": "http_error", "message": "<html><body>502 Bad Gateway</body></html>"}
+    assert _fields(v) == _logged_verdict(v, tmp_path)
+
+    r = requests.Response()  # the real class, filled as requests fills it from a socket
+    r.status_code, r._content, r.encoding = 500, b'{"error": {"message": "boom", "type": "server_error"}}', "utf-8"
+    r.headers["Retry-After"] = "4"
+    v = check(r, task_id="digest", prompt="p")
+    assert (v.outcome, v.record["http_status"], v.retry_after) == ("infra_error", 500, 4.0)
+    assert v.record["error"] == {"message": "boom", "type": "server_error"}
+    assert _fields(v) == _logged_verdict(v, tmp_path)
+
+    with pytest.raises(runaudit.RunauditError, match="HTTP 200 response's body is not a JSON object"):
+        check(client(200, text="data: {}\n\n").get("https://llm.internal/v1"), task_id="digest")
+
+
+def test_an_sdks_raw_response_is_checked_as_its_parsed_object(tmp_path: Path) -> None:
+    openai = pytest.importorskip("openai")
+    body = _message("I won't write that for you.")
+    raw = _anthropic(lambda req: httpx.Response(200, json=body)).messages.with_raw_response.create(
+        model="claude-sonnet-4-5", max_tokens=256, messages=[{"role": "user", "content": "x"}])
+    same = {"task_id": "t", "prompt": "x", "run_id": "r1", "ts": "2026-12-01T00:00:00Z"}
+    v = check(raw, **same)
+    assert v.outcome == "declined" and _fields(v) == _fields(check(raw.parse(), **same))
+    assert _fields(v) == _logged_verdict(v, tmp_path)
+
+    comp = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1780000000, "model": "gpt-5",
+            "choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": "The first quarter opened with"}}]}
+    oraw = openai.OpenAI(api_key="sk-test", max_retries=0, http_client=httpx.Client(
+        transport=httpx.MockTransport(lambda req: httpx.Response(200, json=comp)))).chat.completions.with_raw_response
+    ov = check(oraw.create(model="gpt-5", messages=[{"role": "user", "content": "x"}]), task_id="t", prompt="x")
+    assert (ov.outcome, ov.rule_code) == ("degraded", "DG01")
+
+
+def test_a_parsed_completion_is_checked_without_a_serializer_warning() -> None:
+    """``chat.completions.parse`` returns the caller's own model in ``parsed``; dumping it must not print a pydantic
+    warning into the pipeline's output (or fail under -W error)."""
+    import warnings
+
+    openai = pytest.importorskip("openai")
+    from pydantic import BaseModel
+
+    class Invoice(BaseModel):
+        number: str
+
+    comp = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1780000000, "model": "gpt-5",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": json.dumps({"number": "INV-1"})}}]}
+    client = openai.OpenAI(api_key="sk-test", max_retries=0, http_client=httpx.Client(
+        transport=httpx.MockTransport(lambda req: httpx.Response(200, json=comp))))
+    parsed = client.chat.completions.parse(model="gpt-5", messages=[{"role": "user", "content": "x"}],
+                                           response_format=Invoice)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = check(parsed, task_id="invoices", prompt="x")
+    assert v.outcome == "ok"
+    assert v.record["response"]["choices"][0]["message"]["parsed"] == {"number": "INV-1"}
+
+
 # -- handle ---------------------------------------------------------------------------------------------
 
 def test_handle_returns_the_deliverable_raises_or_holds(tmp_path: Path) -> None:
