@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -123,10 +124,10 @@ def _skip(sql: str, i: int) -> int:
     return i if m is None or m.group(0)[0] not in "'\"-" else m.end()
 
 
-def _call_args(sql: str, open_at: int) -> tuple[int, int]:
-    """For the call whose ``(`` is at ``open_at``: the index of its first top-level comma (-1 if none) and of its
-    closing parenthesis."""
-    depth, p, comma = 0, open_at, -1
+def _code(sql: str, start: int) -> Iterator[tuple[int, str, int]]:
+    """Each character of ``sql`` from ``start`` that is not in a string literal, quoted identifier or comment: its
+    index, the character, and the depth of brackets after it (counted from ``start``)."""
+    depth, p = 0, start
     while p < len(sql):
         q = _skip(sql, p)
         if q != p:
@@ -137,12 +138,41 @@ def _call_args(sql: str, open_at: int) -> tuple[int, int]:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-            if depth == 0:
-                return comma, p
-        elif ch == "," and depth == 1 and comma < 0:
-            comma = p
+        yield p, ch, depth
         p += 1
+
+
+def _call_args(sql: str, open_at: int) -> tuple[int, int]:
+    """For the call whose ``(`` is at ``open_at``: the index of its first top-level comma (-1 if none) and of its
+    closing parenthesis."""
+    comma = -1
+    for p, ch, depth in _code(sql, open_at):
+        if ch in ")]}" and depth == 0:
+            return comma, p
+        if ch == "," and depth == 1 and comma < 0:
+            comma = p
     raise ValueError("unbalanced parentheses in SQL")
+
+
+def _rewrite(sql: str, pattern: re.Pattern[str], on_match: Callable[[str, re.Match[str]], tuple[str, int]]) -> str:
+    """``sql`` with each match of ``pattern`` outside literals and comments replaced by what ``on_match(sql, m)``
+    gives: the text put in its place and the index to go on from."""
+    out: list[str] = []
+    i = 0
+    while i < len(sql):
+        j = _skip(sql, i)
+        if j != i:  # a literal or comment, kept as it is
+            out.append(sql[i:j])
+            i = j
+            continue
+        m = pattern.match(sql, i)
+        if m is None:
+            out.append(sql[i])
+            i += 1
+            continue
+        text, i = on_match(sql, m)
+        out.append(text)
+    return "".join(out)
 
 
 def lazy_regexes(sql: str) -> str:
@@ -158,32 +188,85 @@ def lazy_regexes(sql: str) -> str:
     """
     n = 0
 
-    def walk(s: str) -> str:
+    def call(s: str, m: re.Match[str]) -> tuple[str, int]:
         nonlocal n
-        out: list[str] = []
-        i = 0
-        while i < len(s):
-            j = _skip(s, i)
-            if j != i:  # a literal or comment, kept as it is
-                out.append(s[i:j])
-                i = j
-                continue
-            m = _REGEX_CALL.match(s, i)
-            if m is None:
-                out.append(s[i])
-                i += 1
-                continue
-            open_at = m.end() - 1
-            comma, close = _call_args(s, open_at)
-            if comma < 0:  # not a call of the form f(text, pattern, ...): its arguments are read as they are
-                out.append(s[i:open_at + 1])
-                i = open_at + 1
-                continue
-            first, rest = walk(s[open_at + 1:comma]), walk(s[comma + 1:close])
-            n += 1
-            out.append(f"list_transform([{first}], lambda ra_rx{n}: {m.group(1)}(ra_rx{n},{rest}))[1]")
-            i = close + 1
-        return "".join(out)
+        open_at = m.end() - 1
+        comma, close = _call_args(s, open_at)
+        if comma < 0:  # not a call of the form f(text, pattern, ...): its arguments are read as they are
+            return s[m.start():open_at + 1], open_at + 1
+        first, rest = walk(s[open_at + 1:comma]), walk(s[comma + 1:close])
+        n += 1
+        return f"list_transform([{first}], lambda ra_rx{n}: {m.group(1)}(ra_rx{n},{rest}))[1]", close + 1
+
+    def walk(s: str) -> str:
+        return _rewrite(s, _REGEX_CALL, call)
+
+    return walk(sql)
+
+
+# CASE's keywords, as words (not part of a name, a qualified name or a quoted identifier)
+_CASE_WORD = re.compile(r"(?<![A-Za-z0-9_.$\"])(CASE|WHEN|THEN|ELSE|END)(?![A-Za-z0-9_$\"])", re.I)
+# what a lambda's body cannot hold: a subquery, a window, an aggregate (names given by the caller, see below)
+_NOT_IN_LAMBDA = re.compile(r"(?<![A-Za-z0-9_.])(SELECT|OVER|EXISTS)(?![A-Za-z0-9_])", re.I)
+
+
+def _case_parts(sql: str, start: int) -> tuple[list[tuple[str, str]], int]:
+    """For the CASE whose keyword ends at ``start``: its parts as (keyword, text), the first keyed ``""`` (the
+    operand of a simple CASE, usually blank), and the index after its ``END``."""
+    parts: list[tuple[str, str]] = []
+    kw, begin, nested = "", start, 0
+    for p, ch, depth in _code(sql, start):
+        m = _CASE_WORD.match(sql, p) if ch.isalpha() else None
+        if m is None:
+            continue
+        word = m.group(1).upper()
+        if word == "CASE":
+            nested += 1
+        elif word == "END" and nested:
+            nested -= 1
+        elif depth == 0 and not nested:
+            parts.append((kw, sql[begin:p]))
+            if word == "END":
+                return parts, m.end()
+            kw, begin = word, m.end()
+    raise ValueError("a CASE without its END in SQL")
+
+
+def lazy_branches(sql: str, aggregates: frozenset[str] = frozenset()) -> str:
+    """``sql`` with each ``THEN``/``ELSE`` result of a ``CASE`` that calls a function written as
+    ``list_transform([0], lambda ra_csN: (result))[1]``: the same value, NULL included.
+
+    DuckDB sets up the state of every expression of a statement at each execution (an intermediate vector of
+    2,048 values per function argument), but a lambda's body only when a row reaches it, and a ``CASE`` result
+    runs only for the rows its ``WHEN`` takes. The one-line statement's results for the shapes a line is not,
+    and for the outcomes it does not have, are most of its ``CASE`` results. A result holding a subquery, a window
+    or an aggregate (``aggregates``: lower-case function names) is left as it is: a lambda cannot hold it.
+    """
+    n = 0
+    agg = re.compile(r"(?<![A-Za-z0-9_.])(" + "|".join(sorted(map(re.escape, aggregates))) + r")\s*\(", re.I) \
+        if aggregates else None
+
+    def wrap(expr: str) -> str:
+        nonlocal n
+        bare = _TOKEN.sub(lambda m: "''" if m.group(0)[0] in "'\"" else " " if m.group(0)[0] == "-" else m.group(0),
+                          expr)
+        if "(" not in bare or _NOT_IN_LAMBDA.search(bare) or (agg is not None and agg.search(bare)):
+            return expr
+        n += 1
+        return f" list_transform([0], lambda ra_cs{n}: ({expr}))[1] "
+
+    def case(s: str, m: re.Match[str]) -> tuple[str, int]:
+        if m.group(1).upper() != "CASE":
+            return m.group(0), m.end()
+        parts, end = _case_parts(s, m.end())
+        pieces = [m.group(0)]
+        for kw, text in parts:
+            body = walk(text)
+            pieces.append(f"{kw} {wrap(body) if kw in ('THEN', 'ELSE') else body} ")
+        return "".join(pieces) + "END", end
+
+    def walk(s: str) -> str:
+        return _rewrite(s, _CASE_WORD, case)
 
     return walk(sql)
 
@@ -262,7 +345,9 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
     cls = inline_params(_body(cls_sql, r"INSERT INTO classifications"),
                         {**cls_params[0], "ruleset": ruleset, "after": 0, "hi": 1, "words": list(cfg.success_words)})
     result = inline_params(RESULT_SQL, {"ruleset": ruleset})
-    return lazy_regexes(f"""
+    aggregates = frozenset(r[0].lower() for r in store.rows(
+        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'"))
+    return lazy_branches(lazy_regexes(f"""
 {_ARGS_CTE}, _final AS ({final}
 ), _occ AS (SELECT NULL::UBIGINT AS h, NULL::UBIGINT AS h2, NULL::BIGINT AS n WHERE false
 ), _keys AS ({keys}
@@ -280,4 +365,4 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
   FROM _final
 )
 SELECT _special.*, res.* FROM _special LEFT JOIN ({result}) res ON true
-""")
+"""), aggregates)

@@ -21,7 +21,17 @@ from runaudit.config import Config, load_config, parse_config
 from runaudit.engine import RESULT_SQL, Engine
 from runaudit.errors import UsageError
 from runaudit.ingest import discover, ingest
-from runaudit.one_line import _REGEX_CALL, _TOKEN, compile_one_line_sql, inline_params, lazy_regexes, literal
+from runaudit.one_line import (
+    _CASE_WORD,
+    _REGEX_CALL,
+    _TOKEN,
+    _case_parts,
+    compile_one_line_sql,
+    inline_params,
+    lazy_branches,
+    lazy_regexes,
+    literal,
+)
 from runaudit.store import Store, arrow_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,11 +161,25 @@ def test_regex_calls_are_put_in_lambdas_and_nothing_else_is_touched() -> None:
         lazy_regexes("SELECT regexp_matches(a, 'b'")
 
 
+def _rewritten_values(exprs: list[str], texts: list[str | None], rewrite: Any) -> str:
+    """``rewrite`` of a SELECT of ``exprs`` over ``texts`` (as ``t``) gives the same values and types, row for row;
+    returns the rewritten SQL."""
+    import duckdb
+
+    sql = "SELECT " + ", ".join(f"{e} AS e{i}" for i, e in enumerate(exprs)) + " FROM (SELECT unnest($texts) AS t)"
+    con = duckdb.connect()
+    want = con.execute(sql, {"texts": texts})
+    want_types, want_rows = [d[1] for d in want.description], want.fetchall()
+    out = rewrite(sql)
+    got = con.execute(out, {"texts": texts})
+    assert [d[1] for d in got.description] == want_types
+    assert got.fetchall() == want_rows
+    return out
+
+
 def test_regex_calls_in_lambdas_give_the_same_values() -> None:
     """Every regex function, nested, inside a CASE, inside a lambda of its own, over NULL, empty, multi-byte,
     quoted and multi-line text: the same values and types, row for row."""
-    import duckdb
-
     exprs = ["regexp_matches(t, 'a.b')", "regexp_matches(t, '(?i)^\\W*i can.?t')", "regexp_matches(t, 'X', 'i')",
              "regexp_full_match(t, '.*b.*')", "regexp_replace(t, '[aeiou]', '_', 'g')",
              "regexp_replace(regexp_replace(t, '\"[^\"]*\"', ''), '\\s+', ' ', 'g')",
@@ -165,13 +189,7 @@ def test_regex_calls_in_lambdas_give_the_same_values() -> None:
              "CASE WHEN t IS NULL THEN 'none' WHEN regexp_matches(t, '^I') THEN regexp_extract(t, '^(\\S+)', 1) "
              "ELSE regexp_replace(t, '.', '', 'g') END"]
     texts = [None, "", "I can't help with that.", "a\nb ab AXB", "“quoted” \"said\" ’", "日本語 ab", "x" * 5000]
-    sql = "SELECT " + ", ".join(f"{e} AS e{i}" for i, e in enumerate(exprs)) + " FROM (SELECT unnest($texts) AS t)"
-    con = duckdb.connect()
-    want = con.execute(sql, {"texts": texts})
-    want_types, want_rows = [d[1] for d in want.description], want.fetchall()
-    got = con.execute(lazy_regexes(sql), {"texts": texts})
-    assert [d[1] for d in got.description] == want_types
-    assert got.fetchall() == want_rows
+    assert _rewritten_values(exprs, texts, lazy_regexes).count("lambda ra_rx") == 15
 
 
 def test_the_one_line_statement_sets_up_no_regex_outside_a_lambda() -> None:
@@ -186,6 +204,61 @@ def test_the_one_line_statement_sets_up_no_regex_outside_a_lambda() -> None:
         assert re.match(r"ra_rx\d+,", bare[m.end():]), bare[m.start():m.start() + 120]
         calls += 1
     assert calls > 100
+
+
+def test_case_results_are_put_in_lambdas_and_nothing_else_is_touched() -> None:
+    sql = ("SELECT CASE WHEN a THEN lower(b) WHEN c THEN 'x' ELSE CASE d WHEN 1 THEN upper(e) END END AS end_at, "
+           "'CASE WHEN p THEN f(q) END' -- CASE WHEN r THEN f(s) END\n, case_id, x.end, \"case\", "
+           "CASE WHEN g THEN count(h) ELSE sum(i) END, CASE WHEN j THEN (SELECT max(k) FROM t) ELSE row_number() "
+           "OVER () END, CASE WHEN l THEN m END FROM t")
+    def squeeze(x: str) -> str:  # the rewrite's spacing is not its meaning
+        return " ".join(x.replace("( ", "(").replace(" )", ")").split())
+
+    assert squeeze(lazy_branches(sql, frozenset({"count", "sum", "max"}))) == squeeze(
+        "SELECT CASE WHEN a THEN  list_transform([0], lambda ra_cs1: ( lower(b) ))[1]  WHEN c THEN  'x'  "
+        "ELSE  list_transform([0], lambda ra_cs3: ( CASE d WHEN 1 THEN  list_transform([0], lambda ra_cs2: ( "
+        "upper(e) ))[1]  END ))[1]  END AS end_at, 'CASE WHEN p THEN f(q) END' -- CASE WHEN r THEN f(s) END\n, "
+        "case_id, x.end, \"case\", CASE WHEN g THEN  count(h)  ELSE  sum(i)  END, CASE WHEN j THEN  (SELECT "
+        "max(k) FROM t)  ELSE  row_number() OVER ()  END, CASE WHEN l THEN  m  END FROM t")
+    with pytest.raises(ValueError):
+        lazy_branches("SELECT CASE WHEN a THEN f(b) FROM t")
+
+
+def test_case_results_in_lambdas_give_the_same_values() -> None:
+    """Searched and simple CASEs, nested, without ELSE, with NULL, struct, list and text results, inside a lambda
+    of their own and over a lambda's variable: the same values and types, row for row."""
+    exprs = ["CASE WHEN t IS NULL THEN 'none' WHEN length(t) > 3 THEN upper(t) ELSE lower(t) END",
+             "CASE WHEN t LIKE 'I%' THEN {'w': split(t, ' ')[1], 'n': length(t)} END",
+             "CASE length(coalesce(t, '')) WHEN 0 THEN [] ELSE string_split(t, ' ') END",
+             "CASE WHEN t IS NOT NULL THEN CASE WHEN t = '' THEN NULL::VARCHAR ELSE reverse(t) END END",
+             "list_transform(string_split(coalesce(t, ''), ' '), lambda w: CASE WHEN length(w) > 2 "
+             "THEN upper(w) ELSE concat(w, '!') END)",
+             "CASE WHEN t IS NULL THEN NULL ELSE strlen(t) * 2 END"]
+    texts = [None, "", "I can't help with that.", "ab", "日本語 ab", "x" * 5000]
+    assert _rewritten_values(exprs, texts, lazy_branches).count("lambda ra_cs") == 9
+
+
+def test_the_one_line_statements_case_results_are_set_up_only_where_a_row_takes_them() -> None:
+    """Every CASE result of the statement that calls a function is a lambda's body, but for the results a lambda
+    cannot hold (a subquery, a window, an aggregate); the statement still gives the window's rows (above)."""
+    eng = Engine()
+    sql = compile_one_line_sql(eng.store, eng.cfg, eng.ruleset)
+    # literals and comments left out (a pattern's text may hold CASE or a parenthesis); quoted names kept empty
+    bare = _TOKEN.sub(lambda m: "''" if m.group(0)[0] in "'\"" else " " if m.group(0)[0] == "-" else m.group(0), sql)
+    results = wrapped = 0
+    for m in _CASE_WORD.finditer(bare):
+        if m.group(1).upper() != "CASE":
+            continue
+        for kw, text in _case_parts(bare, m.end())[0]:
+            if kw not in ("THEN", "ELSE") or "(" not in text:
+                continue
+            results += 1
+            if text.strip().startswith("list_transform([0], lambda ra_cs"):
+                wrapped += 1
+            else:
+                assert re.search(r"\b(SELECT|OVER|count|sum|max|min|first|list|bool_or|any_value|arg_max|arg_min|"
+                                 r"string_agg|avg|array_agg)\s*\(", text, re.I), text[:200]
+    assert wrapped > 150 and wrapped >= 0.9 * results
 
 
 def test_a_lone_surrogate_is_read_as_the_audit_reads_it(tmp_path: Path) -> None:
