@@ -254,11 +254,10 @@ def to_record(response: Any, *, task_id: str | None = None, prompt: str | None =
     if prompt is not None:
         rec["prompt"] = prompt
     retry_after = None
-    http = _http_response(response)
     if isinstance(response, BaseException):
         fields, retry_after = _exception_fields(response)
         rec.update(fields)
-    elif http is not None:
+    elif (http := _http_response(response)) is not None:
         fields, retry_after = _http_fields(http)
         rec.update(fields)
     else:
