@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -218,17 +219,26 @@ def _mtime_ts(mtime: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() if mtime is None else mtime))
 
 
-_ENGINES: dict[str, Engine] = {}
+# The engines of the configurations used last, newest at the end. Each holds its own in-memory database and the
+# prepared one-line statement (~180 MB once prepared): a process that checks under many configurations keeps only
+# the last few; one dropped is closed when its last caller lets it go.
+ENGINES_KEPT = 4
+_ENGINES: OrderedDict[str, Engine] = OrderedDict()
 _ENGINES_LOCK = threading.Lock()
 
 
 def engine_for(cfg: Config) -> Engine:
-    """The process-wide engine for a configuration (one per ruleset), created on first use."""
+    """The process-wide engine for a configuration (one per ruleset), created on first use; the
+    :data:`ENGINES_KEPT` used last are kept."""
     key = ruleset_hash(cfg) + "|" + repr(cfg.field_map) + "|" + str(cfg.max_line_bytes)
     with _ENGINES_LOCK:
         eng = _ENGINES.get(key)
         if eng is None:
             eng = _ENGINES[key] = Engine(cfg)
+            while len(_ENGINES) > ENGINES_KEPT:
+                _ENGINES.popitem(last=False)
+        else:
+            _ENGINES.move_to_end(key)
         return eng
 
 

@@ -455,3 +455,27 @@ def test_bad_input_is_a_clear_error() -> None:
         check(object(), task_id="t")
     with pytest.raises(runaudit.RunauditError, match="not a record runaudit can read: unrecognised"):
         runaudit.check_record({"something": "else"})
+
+
+def test_the_check_holds_little_memory_in_the_pipelines_process() -> None:
+    """A pipeline's first check prepares the one-line statement: it held ~1 GB when the CASE results' lambdas were
+    nested (each binds its own copy of what it captures). Checks under ten configurations keep only the engines of
+    the last few (runaudit.engine.ENGINES_KEPT): each prepared engine holds ~90 MB more."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PEAK_RSS_KB
+
+    code = ("import json, resource, sys\nfrom runaudit import check\nfrom runaudit.config import parse_config\n"
+            "body = {'type': 'message', 'role': 'assistant', 'content': [{'type': 'text', "
+            "'text': \"I can't help with that.\"}], 'stop_reason': 'end_turn'}\n"
+            "out = [check(body, task_id='t', prompt='p').outcome]\none = " + PEAK_RSS_KB + "\n"
+            "out += [check(body, task_id='t', prompt='p', config=parse_config({'done': {'min_chars': n}})).outcome "
+            "for n in range(1, 11)]\n"
+            "print(json.dumps({'out': out, 'one': one, 'ten': " + PEAK_RSS_KB + "}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout)
+    assert got["out"] == ["declined"] * 11
+    assert got["one"] < 512 * 1024  # KB: 296 MB measured, 1,035 MB with nested lambdas
+    assert got["ten"] < 1024 * 1024  # 566 MB measured with 4 engines kept, 5,683 MB with all ten (and nested lambdas)
