@@ -18,6 +18,11 @@ from runaudit.store import Store
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_LOGS = REPO / "sample_logs"
 
+# A child's peak RSS in KB, in the child: on Linux VmHWM, the peak of the process's own memory (ru_maxrss also keeps
+# the peak of the forked copy of the parent, the test run itself, from before the exec)
+PEAK_RSS_KB = ("(int(next(x for x in open('/proc/self/status') if x.startswith('VmHWM')).split()[1]) "
+               "if sys.platform == 'linux' else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+
 
 @pytest.fixture
 def store() -> Iterator[Store]:

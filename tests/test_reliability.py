@@ -26,7 +26,7 @@ from runaudit.config import Config
 from runaudit.ingest import ingest
 from runaudit.store import Store
 from runaudit.store.schema import MIGRATIONS
-from tests.conftest import flat, write_jsonl
+from tests.conftest import PEAK_RSS_KB, flat, write_jsonl
 
 PY = sys.executable
 
@@ -368,12 +368,6 @@ def test_truncated_and_read_only_databases_say_what_is_wrong(tmp_path: Path) -> 
         with pytest.raises(StoreError) as e2:
             Store.open(ro / "r.duckdb").close()
         assert "read-only" in (e2.value.hint or "")
-
-
-# A child's peak RSS in KB, in the child: on Linux VmHWM, the peak of the process's own memory (ru_maxrss also keeps
-# the peak of the forked copy of the parent, the test run itself, from before the exec)
-PEAK_RSS_KB = ("(int(next(x for x in open('/proc/self/status') if x.startswith('VmHWM')).split()[1]) "
-               "if sys.platform == 'linux' else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
 
 
 @pytest.mark.slow
