@@ -343,3 +343,12 @@ def test_a_line_with_whitespace_at_its_edges_is_trimmed_as_the_reader_trims_it(t
         raws.add(v.run["raw"])
     assert body in raws and chat in raws and responses in raws
     assert len(raws) < len(lines) + len(openai_lines)  # most paddings are trimmed away
+
+
+def test_provider_bodies_under_a_pipelines_own_key_give_the_windows_rows() -> None:
+    from tests.test_provider_shapes import UNLISTED_BODIES, _wrapped_lines
+
+    eng = Engine(Config())
+    lines = [json.dumps(rec) for rec, _, _ in _wrapped_lines()]
+    lines += [json.dumps({"task_id": "u", "response": body}) for body, _, _ in UNLISTED_BODIES]
+    assert all(_assert_same(eng, line) for line in lines)

@@ -290,3 +290,85 @@ def test_bedrock_converse_streams_and_client_errors(store: Store, tmp_path: Path
                    ("bedrock_error", "infra_error", "CL01"), ("bedrock_stream", "infra_error", "IN07")]
     first = runs(store)[0]
     assert first["response_text"] == "The invoice total is 42 EUR." and first["output_tokens"] == 55
+
+
+# Provider bodies a pipeline keeps under one of its own keys (LOG_FORMATS_FULL.md section 11: response, result,
+# body, raw, output, data), as an object or as the body's JSON text.
+_ANTHROPIC_REFUSAL = {"id": "msg_w1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+                      "content": [{"type": "text", "text": "Step one"}], "stop_reason": "refusal",
+                      "usage": {"input_tokens": 12, "output_tokens": 2}}
+_OPENAI_FILTER = {"id": "chatcmpl-w2", "object": "chat.completion", "created": 1_780_000_000, "model": "gpt-4o",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": None},
+                               "finish_reason": "content_filter"}]}
+_GEMINI_OK = {"candidates": [{"content": {"role": "model", "parts": [{"text": "The capital of France is Paris."}]},
+                              "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 7}}
+_BEDROCK_CUT = {"output": {"message": {"role": "assistant", "content": [{"text": "Once upon a"}]}},
+                "stopReason": "max_tokens", "usage": {"inputTokens": 5, "outputTokens": 3}}
+_WRAPPED_BODIES = [(_ANTHROPIC_REFUSAL, "anthropic", "declined"), (_OPENAI_FILTER, "openai", "declined"),
+                   (_GEMINI_OK, "gemini", "ok"), (_BEDROCK_CUT, "bedrock", "degraded")]
+
+
+def _wrapped_lines() -> list[tuple[dict[str, Any], str, str]]:
+    out = []
+    for key in ("response", "result", "body", "raw", "output", "data"):
+        for body, provider, outcome in _WRAPPED_BODIES:
+            for as_text in (False, True):
+                rec = {"task_id": f"{key}-{provider}-{as_text}", "ts": "2026-07-06T02:00:00Z",
+                       key: json.dumps(body) if as_text else body}
+                out.append((rec, provider, outcome))
+    return out
+
+
+def test_a_provider_body_under_a_pipelines_own_key_is_read_as_that_body(store: Store, tmp_path: Path) -> None:
+    cases = _wrapped_lines()
+    # a pipeline's own fields under the same keys are not provider bodies: they stay the flat record's
+    plain = [flat(task_id="own-output", text=None, output={"title": "Q3", "summary": "Revenue rose."}),
+             flat(task_id="own-json-text", text=None, response=json.dumps({"title": "Q3", "summary": "Rose."})),
+             flat(task_id="own-data", data=[{"object": "embedding", "index": 0}]),
+             flat(task_id="own-result", result="{not json at all"),
+             flat(task_id="own-error-field", output={"error": {"field": "total", "why": "missing"}})]
+    ingest(store, [write(tmp_path / "w.jsonl", [c[0] for c in cases] + plain)])
+    classify(store, Config())
+    got = {r["task_id"]: r for r in store.query(
+        "SELECT r.task_id, r.shape, r.provider, r.response_text, c.outcome FROM runs r JOIN classifications c "
+        "USING (rid)").to_dicts()}
+    assert len(got) == len(cases) + len(plain)
+    for rec, provider, outcome in cases:
+        r = got[rec["task_id"]]
+        assert (r["shape"], r["provider"], r["outcome"]) == ("wrapped", provider, outcome), rec["task_id"]
+    assert got["result-gemini-True"]["response_text"] == "The capital of France is Paris."
+    assert [got[t]["shape"] for t in ("own-output", "own-json-text", "own-data", "own-result",
+                                      "own-error-field")] == ["flat"] * 5
+    assert got["own-json-text"]["response_text"] == json.dumps({"title": "Q3", "summary": "Rose."})
+
+
+def test_a_provider_body_under_a_pipelines_own_key_gets_the_audits_verdict_inline() -> None:
+    import runaudit
+
+    for rec, provider, outcome in _wrapped_lines()[::3]:
+        v = runaudit.check_record(rec)
+        assert (v.run["shape"], v.run["provider"], v.outcome) == ("wrapped", provider, outcome), rec["task_id"]
+
+
+# A body of no provider LOG_FORMATS_FULL.md lists (Anthropic's legacy Text Completions, another vendor's API)
+# under ``response``: read for its text and stop fields, as a flat record is.
+UNLISTED_BODIES = [
+    ({"type": "completion", "id": "compl_1", "model": "claude-2.1", "stop_reason": "stop_sequence",
+      "completion": " I'm sorry, but I can't help with writing that."}, "declined", "DE10"),
+    ({"type": "completion", "id": "compl_2", "model": "claude-2.1", "stop_reason": "stop_sequence",
+      "completion": " The report covers three incidents, all resolved."}, "ok", "OK00"),
+    ({"type": "completion", "id": "compl_3", "model": "claude-2.1", "stop_reason": "max_tokens",
+      "completion": " The report covers"}, "degraded", "DG01"),
+    ({"response_id": "r-1", "generation_id": "g-1", "text": "Here is the summary you asked for."}, "ok", "OK00"),
+    ({"vendor_field": 1}, "degraded", "DG02"),
+]
+
+
+def test_an_unlisted_providers_body_is_read_for_its_text_fields(store: Store, tmp_path: Path) -> None:
+    lines = [{"task_id": f"u{i}", "ts": "2026-07-06T02:00:00Z", "response": body}
+             for i, (body, _, _) in enumerate(UNLISTED_BODIES)]
+    ingest(store, [write(tmp_path / "u.jsonl", lines)])
+    classify(store, Config())
+    got = store.rows("SELECT r.shape, c.outcome, c.rule_code FROM runs r JOIN classifications c USING (rid) "
+                     "ORDER BY r.source_line")
+    assert got == [("wrapped", outcome, code) for _, outcome, code in UNLISTED_BODIES]

@@ -5,10 +5,11 @@ batch records are parsed a second time for their inner provider payload. Everyth
 chunk of lines, so a million lines never pass through a Python loop.
 
 Shapes (the ``shape`` column): ``flat`` (the pipeline's own record), ``wrapped`` (pipeline metadata with a
-raw ``response``), ``anthropic`` / ``openai_chat`` / ``openai_responses`` / ``gemini`` / ``bedrock``
-(a bare provider body), ``openai_error`` (a bare OpenAI/Google error body), ``anthropic_batch``,
-``openai_batch``, and ``custom`` (read through ``[ingest.map]``). ``provider`` names the API the payload
-came from (``anthropic``, ``openai``, ``gemini``, ``bedrock`` or ``unknown``).
+raw ``response`` object, or a provider body, or its JSON text, under one of :data:`WRAP_KEYS`),
+``anthropic`` / ``openai_chat`` / ``openai_responses`` / ``gemini`` / ``bedrock`` (a bare provider body),
+``openai_error`` (a bare OpenAI/Google error body), ``anthropic_batch``, ``openai_batch``, and ``custom`` (read
+through ``[ingest.map]``). ``provider`` names the API the payload came from (``anthropic``, ``openai``,
+``gemini``, ``bedrock`` or ``unknown``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _STRUCT = {
     "latency_ms": "VARCHAR", "duration_ms": "VARCHAR",
     "usage": {"input_tokens": "BIGINT", "output_tokens": "BIGINT", "prompt_tokens": "BIGINT",
               "completion_tokens": "BIGINT", "inputTokens": "BIGINT", "outputTokens": "BIGINT"},
-    "request": "JSON", "response": "JSON", "result": "JSON",
+    "request": "JSON", "response": "JSON", "result": "JSON", "body": "JSON", "raw": "JSON", "data": "JSON",
     "type": "VARCHAR", "role": "VARCHAR", "object": "VARCHAR", "topic": "VARCHAR",
     # Anthropic Messages
     "content": [{"type": "VARCHAR", "text": "VARCHAR", "name": "VARCHAR", "input": "JSON"}],
@@ -91,6 +92,33 @@ _ERROR = json.dumps({"type": "VARCHAR", "code": "VARCHAR", "message": "VARCHAR",
                      "innererror": {"code": "VARCHAR"}, "inner_error": {"code": "VARCHAR"}})
 _RESULT = json.dumps({"type": "VARCHAR", "message": "JSON", "error": "JSON"})
 _BATCH_RESPONSE = json.dumps({"status_code": "VARCHAR", "request_id": "VARCHAR", "body": "JSON"})
+
+# A pipeline record keeps the provider's body under one of these keys (LOG_FORMATS_FULL.md section 11), as an
+# object or as its JSON text. ``response`` holding any object is the wrapped shape (as before); under the others,
+# and as JSON text under any, the value must look like a provider body: these are a bare body's own tests.
+WRAP_KEYS = ("response", "result", "body", "raw", "output", "data")
+_BODY_SNIFF = json.dumps({"type": "VARCHAR", "role": "VARCHAR", "object": "VARCHAR", "stopReason": "VARCHAR",
+                          "error": "JSON", "candidates": "JSON", "promptFeedback": "JSON", "prompt_feedback": "JSON",
+                          "usageMetadata": "JSON"})
+# (an error body, Anthropic's or OpenAI's, is an ``error`` object with a ``message``)
+_BODY_LIKE = """(b.type = 'message' AND b.role = 'assistant')
+         OR b.object IN ('chat.completion', 'text_completion', 'response') OR b.stopReason IS NOT NULL
+         OR coalesce(b.candidates, b.promptFeedback, b.prompt_feedback, b.usageMetadata) IS NOT NULL
+         OR (json_type(b.error) = 'OBJECT' AND json_type(b.error, '$.message') = 'VARCHAR')"""
+
+
+def _wrapped_body_sql() -> str:
+    """The first value under :data:`WRAP_KEYS` that is a provider body (an object, or a string holding one's
+    JSON), as JSON; else NULL."""
+    def as_object(k: str) -> str:
+        return (f"CASE WHEN json_type(u.{k}) = 'OBJECT' THEN u.{k} "
+                f"WHEN json_type(u.{k}) = 'VARCHAR' AND starts_with(ltrim(u.{k}->>'$'), '{{') "
+                f"AND json_valid(u.{k}->>'$') THEN json(u.{k}->>'$') END")
+    cands = ", ".join(as_object(k) for k in WRAP_KEYS)
+    return (f"list_filter([{cands}], lambda j: j IS NOT NULL AND list_transform([json_transform(j, '{_BODY_SNIFF}')],"
+            f" lambda b: {_BODY_LIKE})[1])[1]")
+
+
 _REQUEST = json.dumps({
     "system": "JSON", "messages": [{"role": "VARCHAR", "content": "JSON"}], "prompt": "VARCHAR",
     "input": "JSON", "instructions": "VARCHAR",
@@ -255,7 +283,8 @@ WITH s AS (
       CASE WHEN kind = 'object' THEN line END AS oline,
       -- an object's top-level keys, read once: the tests below for a key and the duplicate-key note use them
       -- (a json_exists over the whole line parses it again each time)
-      json_keys(CASE WHEN kind = 'object' THEN line END) AS okeys
+      json_keys(CASE WHEN kind = 'object' THEN line END) AS okeys,
+      CASE WHEN kind = 'object' AND coalesce(__WRAP_VALUES__) IS NOT NULL THEN __WRAPPED_BODY__ END AS wbody
     FROM _stage
 ), d AS (
     SELECT *,
@@ -297,7 +326,7 @@ WITH s AS (
         WHEN u.candidates IS NOT NULL OR u.promptFeedback IS NOT NULL OR u.prompt_feedback IS NOT NULL
              OR u.usageMetadata IS NOT NULL THEN 'gemini'
         WHEN u.stopReason IS NOT NULL OR json_type(u.output, '$.message') = 'OBJECT' THEN 'bedrock'
-        WHEN json_type(u.response) = 'OBJECT' THEN 'wrapped'
+        WHEN json_type(u.response) = 'OBJECT' OR wbody IS NOT NULL THEN 'wrapped'
         WHEN err.message IS NOT NULL AND coalesce(u.task_id, u.task, u.job, u.prompt, u.text, u.status,
              u.http_status, u.ts) IS NULL THEN 'openai_error'
         WHEN coalesce(u.task_id, u.task, u.job, u.task_name, u.job_name, u.run_id, u.prompt, u.text,
@@ -314,7 +343,7 @@ SELECT *,
   CASE shape
     WHEN 'anthropic_batch' THEN CASE WHEN json_type(res.message) = 'OBJECT' THEN res.message END
     WHEN 'openai_batch' THEN CASE WHEN json_type(bresp.body) = 'OBJECT' THEN bresp.body END
-    WHEN 'wrapped' THEN u.response
+    WHEN 'wrapped' THEN coalesce(wbody, u.response)
     WHEN 'litellm' THEN coalesce(CASE WHEN json_type(u.standard_logging_object, '$.response') = 'OBJECT'
                                       THEN u.standard_logging_object->'$.response' END,
                                  CASE WHEN json_type(u.response) = 'OBJECT' THEN u.response END)
@@ -386,6 +415,11 @@ WITH p0 AS (
         WHEN ptype IN ('flat', 'custom') THEN coalesce(u.text, u.response_text, u.completion, u.output_text, u.answer,
              CASE WHEN json_type(u.output) = 'VARCHAR' THEN u.output->>'$' END,
              CASE WHEN json_type(u.response) = 'VARCHAR' THEN u.response->>'$' END)
+        -- a wrapped body of no provider this page knows (an older API, another vendor): its text fields, as a
+        -- flat record's, rather than no deliverable at all
+        WHEN ptype = 'unknown' AND shape = 'wrapped' THEN coalesce(p.text, p.response_text, p.completion,
+             p.output_text, p.answer, CASE WHEN json_type(p.output) = 'VARCHAR' THEN p.output->>'$' END,
+             CASE WHEN json_type(p.response) = 'VARCHAR' THEN p.response->>'$' END)
       END AS x_text0,
       -- what the model sent to its tools (name + input), as JSON: a forced tool call is the deliverable
       nullif(CASE
@@ -434,6 +468,7 @@ WITH p0 AS (
              THEN __GEMINI_FINISH__(coalesce(p.candidates[1].finishReason, p.candidates[1].finish_reason))
         WHEN ptype = 'bedrock' THEN p.stopReason
         WHEN ptype IN ('flat', 'custom') THEN coalesce(u.stop_reason, u.finish_reason, u.stopReason)
+        WHEN ptype = 'unknown' AND shape = 'wrapped' THEN coalesce(p.stop_reason, p.finish_reason)
       END AS x_stop0,
       CASE
         WHEN ptype = 'openai_chat' THEN p.choices[1].message.refusal
@@ -855,5 +890,6 @@ def build_record_sql() -> str:
 def build_shape_sql() -> str:
     """The stage-2 SELECT with its JSON specs inlined."""
     return (SHAPE_SQL.replace("__RESULT__", _RESULT).replace("__BATCH__", _BATCH_RESPONSE)
-            .replace("__ERROR__", _ERROR)
+            .replace("__ERROR__", _ERROR).replace("__WRAPPED_BODY__", _wrapped_body_sql())
+            .replace("__WRAP_VALUES__", ", ".join(f"u.{k}" for k in WRAP_KEYS))
             .replace("__CLAUDE_TYPES__", "(" + ", ".join(f"'{t}'" for t in claude_code.STREAM_TYPES) + ")"))
