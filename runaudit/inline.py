@@ -382,7 +382,9 @@ def check(response: Any, *, task_id: str | None = None, prompt: str | None = Non
         response: an ``anthropic``/``openai`` SDK response or exception (``RateLimitError``, ``APIStatusError``,
             ``APITimeoutError``, ...), an SDK ``with_raw_response`` result, an ``httpx`` or ``requests``
             response (a 2xx is its JSON body; any other status is a failed call with the provider's error object
-            and ``retry-after``), or a provider response body as a dict or JSON text.
+            and ``retry-after``), or a provider response body as a dict or JSON text. A dict that holds no
+            provider body but is a whole record of a shape the audit reads (a batch result line, an agent's
+            result, a flat pipeline record) is read as that record, with ``task_id`` etc. added where it has none.
         task_id: the job this call belongs to (the audit's task; done-conditions apply by task glob).
         prompt: the prompt text (the review key is ``sha256(task_id + "\\n" + prompt)``, as in the audit).
         run_id, ts, status: as the log would record them; ``run_id`` and ``ts`` default to a new id and now.
@@ -395,7 +397,27 @@ def check(response: Any, *, task_id: str | None = None, prompt: str | None = Non
     line = record_line(record)
     v = _one([line], config)
     v.record, v.line, v.retry_after = record, line, retry_after
-    return v
+    return _as_itself(v, dict(task_id=task_id, prompt=prompt, run_id=run_id, ts=ts, status=status), config) or v
+
+
+def _as_itself(v: Verdict, given: dict[str, Any], config: str | os.PathLike[str] | Config | None) -> Verdict | None:
+    """The verdict for a dict passed as a response that the rules found no provider body in (a whole log record:
+    a batch line, an agent's result, a flat record), read as the record it is, with the fields the caller gave
+    added where it has none; None when it is a body after all, or no record runaudit reads either."""
+    body = v.record.get("response")
+    if v.run.get("shape") != "wrapped" or v.run.get("provider") != "unknown" or not isinstance(body, dict):
+        return None
+    own = dict(body)
+    for k, value in given.items():
+        if value is not None and own.get(k) is None:
+            own[k] = value.isoformat() if isinstance(value, dt.datetime) else value
+    line = record_line(own)
+    try:
+        mine = _one([line], config)
+    except UsageError:
+        return None
+    mine.record, mine.line = own, line
+    return mine
 
 
 def check_many(calls: list[dict[str, Any]], *,
@@ -414,7 +436,8 @@ def check_many(calls: list[dict[str, Any]], *,
                          + why)
     for v, (rec, retry_after), line in zip(verdicts, built, lines, strict=True):
         v.record, v.line, v.retry_after = rec, line, retry_after
-    return verdicts
+    return [_as_itself(v, {k: c.get(k) for k in ("task_id", "prompt", "run_id", "ts", "status")}, config) or v
+            for v, c in zip(verdicts, calls, strict=True)]
 
 
 # -- acting on it ----------------------------------------------------------------------------------------

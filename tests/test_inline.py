@@ -448,6 +448,32 @@ def test_check_many_gives_each_calls_own_verdict() -> None:
     assert [_fields(v) for v in many] == [_fields(v) for v in one]
 
 
+def test_a_whole_record_passed_as_a_response_is_read_as_that_record(tmp_path: Path) -> None:
+    msg = _message("I can't help with making that weapon.")
+    records = [
+        ({"custom_id": "job-7", "result": {"type": "succeeded", "message": msg}}, "anthropic_batch", "declined"),
+        ({"id": "batch_req_1", "custom_id": "r1", "error": None,
+          "response": {"status_code": 200, "request_id": "q", "body": _openai_chat(None, finish="content_filter")}},
+         "openai_batch", "declined"),
+        ({"type": "result", "subtype": "success", "is_error": False, "num_turns": 2, "session_id": "s-1",
+          "result": "The digest is written."}, "claude_code", "ok"),
+        # an older or unlisted API's body, read for its text fields: a decline is not lost as "empty"
+        ({"type": "completion", "completion": " I'm sorry, but I can't help with that.",
+          "stop_reason": "stop_sequence", "model": "claude-2.1"}, "flat", "declined"),
+    ]
+    for i, (rec, shape, outcome) in enumerate(records):
+        v = check(rec, task_id="nightly", prompt=f"p{i}")
+        assert (v.run["shape"], v.outcome, v.run["task_id"]) == (shape, outcome, "nightly"), rec
+        assert v.record == rec | {"task_id": "nightly", "prompt": f"p{i}"}
+        log = tmp_path / f"{i}.jsonl"
+        log_call(log, v)
+        (a,) = _audit([log], Config())
+        assert _fields(a) == _fields(v)
+    many = runaudit.check_many([{"response": rec, "task_id": "nightly", "prompt": f"p{i}"}
+                                for i, (rec, _, _) in enumerate(records)])
+    assert [(v.run["shape"], v.outcome) for v in many] == [(s, o) for _, s, o in records]
+
+
 def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(runaudit.RunauditError, match="not JSON"):
         check("I'm sorry", task_id="t")
