@@ -236,16 +236,20 @@ def test_kill_9_during_ingest_then_rerun_is_exact(tmp_path: Path) -> None:
     assert proc.poll() is None, "ingest finished before it could be killed; make the file bigger"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    with Store.open(db) as s:  # the killed file left nothing; the finished one is whole
+    with Store.open(db) as s:  # the killed file left nothing; the small one is whole or absent, never partial
         assert s.scalar("SELECT count(*) FROM runs WHERE source_file LIKE '%b-big.jsonl'") == 0
-        assert s.scalar("SELECT count(*) FROM runs WHERE source_file LIKE '%a-small.jsonl'") == 50
-        assert s.scalar("SELECT count(*) FROM quarantine") == 1
+        small_runs = s.scalar("SELECT count(*) FROM runs WHERE source_file LIKE '%a-small.jsonl'")
+        # on a loaded machine the kill can come before the small file's commit: a time-based wait cannot tell
+        assert small_runs in (0, 50)
+        kept = small_runs == 50
+        assert s.scalar("SELECT count(*) FROM quarantine") == (1 if kept else 0)
     out = subprocess.run([PY, "-m", "runaudit", "ingest", small, big, "--db", db, "--json"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    # the small file is unchanged: its 51 lines (50 runs, 1 quarantined) were read before, so they are duplicates
-    assert res["ingested"] == n - bad and res["quarantined"] == bad and res["duplicates"] == 51
+    # a small file that was kept is unchanged: its 51 lines (50 runs, 1 quarantined) are duplicates now
+    assert res == res | {"ingested": n - bad + (0 if kept else 50), "quarantined": bad + (0 if kept else 1),
+                         "duplicates": 51 if kept else 0}
     with Store.open(db) as s:
         assert s.scalar("SELECT count(*) FROM runs") == n - bad + 50
         assert s.scalar("SELECT count(DISTINCT run_id) FROM runs") == n - bad + 50
