@@ -569,3 +569,68 @@ def test_a_top_level_key_is_found_as_json_exists_finds_it(store: Store, tmp_path
     assert got == {4: "flat", 5: "litellm"}
     notes = store.scalar("SELECT notes FROM runs WHERE source_line = 4")
     assert "duplicate_keys_first_wins" not in notes
+
+
+def _mixed_log(path: Path, gz: bool) -> None:
+    """Plain records, then small OpenAI chat streams (each whole within a 4 KB window), then plain records."""
+    lines = [json.dumps(flat(run_id=f"a{i}", text=f"reply {i} " + "word " * (i % 40))) for i in range(150)]
+    for i in range(40):
+        base = {"id": f"chatcmpl-{i}", "object": "chat.completion.chunk", "created": 1780000000, "model": "gpt-5"}
+        lines += [json.dumps({**base, "choices": [{"index": 0, "delta": {"content": f"part {j} "},
+                                                   "finish_reason": None}]}) for j in range(3)]
+        lines.append(json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    lines += [json.dumps(flat(run_id=f"b{i}", text="later " * (i % 30))) for i in range(150)]
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("marks", [True, False])
+def test_windows_grow_over_plain_records_and_shrink_back_at_stream_events(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           gz: bool, marks: bool) -> None:
+    """A file is read in windows PLAIN_GROWTH times bigger after a window of plain records (each window costs a
+    fixed planning time) and in WINDOW_BYTES windows again from the stream events on (they cost memory far beyond
+    their bytes): a grown window whose bytes hold an EVENT_MARK is read again in small windows before it is
+    parsed; without the marks, the next windows are small once a big one held events. Resizing reads again from
+    a window's start or end: the runs, identities and counts must be exactly those of windows of one size."""
+    from runaudit.ingest import files, reader
+
+    log = tmp_path / ("mixed.jsonl.gz" if gz else "mixed.jsonl")
+    _mixed_log(log, gz)
+    monkeypatch.setattr(reader, "WINDOW_BYTES", 4096)
+    if not marks:
+        monkeypatch.setattr(reader, "EVENT_MARKS", ())
+    spans: list[tuple[int, int, bool]] = []
+    orig = files.process_window
+
+    def spy(store, win, ctx, *a, **kw):  # type: ignore[no-untyped-def]
+        start = int(win.table["byte_offset"][0].as_py()) if win.table.num_rows else win.end_offset
+        c = orig(store, win, ctx, *a, **kw)
+        spans.append((start, win.end_offset - start, c["heavy"]))
+        return c
+
+    monkeypatch.setattr(files, "process_window", spy)
+    results = {}
+    for growth in (1, 4):
+        monkeypatch.setattr(reader, "PLAIN_GROWTH", growth)
+        spans.clear()
+        with Store.open(":memory:") as store:
+            res = ingest(store, [log])
+            runs = store.rows("SELECT run_id, task_id, response_text, source_line, source_offset, raw FROM runs "
+                              "ORDER BY source_line")
+            counts = {k: v for k, v in res.as_dict().items() if k not in ("seconds", "ingest_id")}
+            results[growth] = (counts, _identities(store), runs)
+        assert [s[0] for s in spans] == sorted({s[0] for s in spans})  # each window parsed once, in file order
+        if growth == 4:
+            assert spans[0][1] <= 4096 and not spans[0][2]
+            assert max(n for _, n, _ in spans) > 8192  # the plain part was read in bigger windows
+            first_heavy = next(i for i, s in enumerate(spans) if s[2])
+            # with the marks, the big window holding the first streams was read again small before its parse;
+            # without them it was parsed big, and the windows after it are small
+            assert (spans[first_heavy][1] <= 4096) == marks
+            assert all(n <= 4096 for _, n, _ in spans[first_heavy + 1:])
+        else:
+            assert all(n <= 4096 for _, n, _ in spans)
+    assert results[1] == results[4]
+    assert len(results[4][2]) == 340 and results[4][0]["quarantined"] == 0
