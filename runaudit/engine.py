@@ -211,8 +211,7 @@ class Engine:
             s.run(OCC_INIT_SQL)
             counts = process_window(s, win, ctx, self._final_sql, self._map_params)
         res = classify(s, self.cfg)
-        # the counts, as the one-line statement gives them (not the window's flags: defer, heavy)
-        return {k: int(v) for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}, res.ruleset
+        return {k: int(v) for k, v in counts.items() if isinstance(v, int)}, res.ruleset
 
 
 def _mtime_ts(mtime: float | None) -> str:

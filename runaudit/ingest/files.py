@@ -22,7 +22,7 @@ from typing import Any
 
 from runaudit.config import Config
 from runaudit.errors import InputFormatError
-from runaudit.ingest import document, llm_db, reader
+from runaudit.ingest import document, llm_db
 from runaudit.ingest.reader import (
     ReadAhead,
     file_fingerprint,
@@ -248,8 +248,7 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
     end_off, lines = start_off, start_line
     counts = {"lines": 0, "ingested": 0, "runs_added": 0, "duplicates": 0, "blank": 0, "quarantined": 0, "held": 0,
               "not_calls": 0, "spans_other": 0}
-    rewind: list[tuple[int, ...]] = []
-    resized = (False, False)  # see _resize
+    rewind: list[tuple[int, int, bool]] = []
     held_tail: dict[str, int] = {}
     unterminated = False
     with f, store.transaction():
@@ -275,25 +274,13 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                 held=None if settled else held_tail)
             with windows as wins:
                 for win in wins:
-                    if win.events and isinstance(wins, ReadAhead):
-                        # a grown window of stream events: read it again in small windows (see EVENT_MARKS)
-                        size, resized = _resize(wins.window_bytes, True, resized)
-                        if size:
-                            rewind.append((end_off, lines, False, size))
-                            continue
                     ctx["line0"] = lines
                     c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
                     for k in counts:
                         counts[k] += c[k]
-                    # where the next window starts (offset, number of its first line, grow): a stream that goes
-                    # on past this window is read again from its start (in a bigger window if it is longer than
-                    # this one); else where this window ended
-                    again = c["defer"] or (c["end_offset"], lines + c["lines"] + 1, False)
-                    size = 0
-                    if not win.eof and not again[2] and isinstance(wins, ReadAhead):
-                        size, resized = _resize(wins.window_bytes, c["heavy"], resized)
-                    if c["defer"] or size:
-                        rewind.append((again[0], again[1] - 1, again[2], *([size] if size else [])))
+                    if c["defer"]:
+                        # a stream goes on in the next window: read it again from its message_start
+                        rewind.append((c["defer"][0], c["defer"][1] - 1, c["defer"][2]))
                     if progress:
                         progress(c["end_offset"] - end_off if not compressed else 0, path)
                     end_off, lines = c["end_offset"], lines + c["lines"]
@@ -322,22 +309,6 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
     res.not_calls = counts["not_calls"]
     res.spans_other = counts["spans_other"]
     return res
-
-
-def _resize(now: int, heavy: bool, done: tuple[bool, bool]) -> tuple[int, tuple[bool, bool]]:
-    """The window size to read the rest of a file with, after a window read with a ``now``-byte buffer (0: no
-    change), and what ``done`` becomes. Bigger (``PLAIN_GROWTH`` times ``WINDOW_BYTES``) after a window of plain
-    records; back to ``WINDOW_BYTES`` after a big one that held stream events, OTLP exports, raw SSE or a line
-    needing the parse headroom, each of which costs memory far beyond its bytes. Once each way per file at most
-    (``done``: grown already, shrunk already): a resize reads again from the window's end, a backward seek that a
-    gzip file pays by decompressing from its start."""
-    grown, shrunk = done
-    big = reader.WINDOW_BYTES * reader.PLAIN_GROWTH
-    if heavy and grown and not shrunk and now > reader.WINDOW_BYTES:
-        return reader.WINDOW_BYTES, (grown, True)
-    if not heavy and not grown and not shrunk and now < big:
-        return big, (True, shrunk)
-    return 0, done
 
 
 def _ingest_sqlite(store: Store, path: str, ingest_id: int, final_sql: tuple[str, str, str],

@@ -65,23 +65,13 @@ class Window:
     can_grow: bool = False  # a rewind with grow=True would read a bigger window
     sse: bool = False  # a line starts "data:": raw SSE text, parsed by its own SQL
     blank_skipped: int = 0  # empty lines counted here and left out of ``table`` (``lines`` counts them)
-    events: bool = False  # a window bigger than asked for holds stream events or OTLP spans (see EVENT_MARKS)
 
 
-# Bytes of lines per window (tests shrink it to cross window boundaries). Each window costs a fixed ~0.3 s: the
-# parse statement alone is planned again for every window (~0.25 s of binding and optimising; a prepared statement
-# that reads a table is bound again at each EXECUTE in DuckDB 2.0.1, so that cannot be saved). Windows of stream
-# events take far more memory than their bytes: at 128 MB, files of OpenAI or Anthropic streams peaked at 1.9 and
-# 2.2 GB of RSS. So a file is read in windows of WINDOW_BYTES, and PLAIN_GROWTH times that while its windows hold
-# only plain records (runaudit.ingest.files): 1M realistic runs ingest in 21.5/21.1/21.3 s against
-# 29.5/28.4/28.9 s in 32 MB windows (runs interleaved), peak RSS 1.65 against 1.28 GB.
+# Bytes of lines per window (tests shrink it to cross window boundaries). Each window costs a fixed ~0.2 s of
+# statement binding and row-group bookkeeping: 64 MB windows ingest 1M realistic runs ~8% faster. They failed files
+# of stream events on the 1 GB limit until the assembly worked in batches (runaudit.ingest.batches); they pass the
+# stress files since, but not every shape has been tried that big, so windows stay at 32 MB.
 WINDOW_BYTES = 32 << 20
-PLAIN_GROWTH = 4
-# Bytes that a window of stream events or OTLP spans holds (every chunk format has a "delta" key): a window
-# read bigger than WINDOW_BYTES that holds one is read again in WINDOW_BYTES windows before it is parsed, so a
-# file that turns from plain records to streams keeps the memory of small windows (a 128 MB window of Anthropic
-# events after plain records peaked at 1.96 GB). A guide to memory only: the parse of a window is exact either way.
-EVENT_MARKS = (b'"delta"', b'"resourceSpans"')
 # At most this many lines per window, so that per-line arrays stay small whatever the input (32 MB of newlines
 # would otherwise be 32 million rows).
 MAX_WINDOW_LINES = 1 << 20
@@ -348,8 +338,7 @@ def iter_windows(f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int
     A consumer that could not use the end of a window (a stream that goes on in the next one) puts
     ``(byte_offset, line_no, grow)`` of the first line it wants again into ``rewind``; the next window starts
     there (``line_no`` is the number of lines before that one), twice as big when ``grow`` (a stream longer than
-    a window; only while ``Window.can_grow``). A fourth item, a buffer size, reads from there in windows of that
-    size (before any growth).
+    a window; only while ``Window.can_grow``).
 
     With ``held`` (a dict), a last line without its newline that is not yet a whole JSON value is not read: the
     file is still being written. Its offset and length are put in ``held`` and the last window ends before it.
@@ -427,9 +416,9 @@ class ReadAhead:
             kind, step, held = self._result
             if self._rewind and kind != "error":
                 # read from where the caller asks, as the plain reader would have after the window it gave
-                pos, line_no, grow, *size = self._rewind.pop()
+                pos, line_no, grow = self._rewind.pop()
                 self._rewind.clear()
-                self._own_rewind.append((pos, line_no, grow, size[0] if size else self._bufsize))
+                self._own_rewind.append((pos, line_no, grow, self._bufsize))
                 if self._own_held is not None:
                     self._own_held.clear()
                     self._own_held.update(self._got_held)
@@ -447,11 +436,6 @@ class ReadAhead:
             if kind == "error":
                 raise step
             raise StopIteration
-
-    @property
-    def window_bytes(self) -> int:
-        """The size of the read buffer the last window given was read with."""
-        return self._bufsize
 
     @property
     def reading(self) -> bool:
@@ -554,10 +538,7 @@ def _windows(f: IO[bytes], offset: int, line_no: int, window: int, max_line: int
         if len(outs[turn]) < len(buf):
             outs[turn] = bytearray(len(buf))
         table, n, blank, sse = _lines_table(buf, cut, line_no, pos, bom, max_line, outs[turn])
-        # searched in the reader's thread, while DuckDB works on the window before
-        events = len(buf) > window and any(buf.find(m, 0, cut) >= 0 for m in EVENT_MARKS)
-        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap, sse, blank,
-                     events), len(buf)
+        yield Window(table, pos + cut, n, unterminated, eof and cut == fill, len(buf) < grow_cap, sse, blank), len(buf)
         del table
         line_no += n
         pos += cut

@@ -13,7 +13,6 @@ from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_
 from runaudit.ingest.reader import MAX_CONTAINERS, QUARANTINE_CAP
 from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
-from runaudit.store.database import BIG_LINE_BYTES
 from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
 
 
@@ -245,11 +244,7 @@ def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple
 
     longest = int(pc.max(win.table["orig_len"]).as_py() or 0) if win.table.num_rows else 0
     with store.parse_headroom(longest):
-        counts = _process_window(store, win, ctx, final_sql, map_params, hold_open)
-    # what makes a window cost memory beyond its bytes: stream events, OTLP exports, raw SSE, a line that needs
-    # the parse headroom (runaudit.ingest.files reads bigger windows only while none of these comes)
-    counts["heavy"] = counts["heavy"] or win.sse or longest > BIG_LINE_BYTES
-    return counts
+        return _process_window(store, win, ctx, final_sql, map_params, hold_open)
 
 
 def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
@@ -259,8 +254,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
         store.run(final_sql[1] if win.sse else final_sql[0], map_params)
     first_line = ctx["line0"] + 1
     parts, defer, held_off = 0, None, None
-    streams_seen = streams.has_stream_events(store)
-    if streams_seen:
+    if streams.has_stream_events(store):
         parts, defer, held_off = streams.assemble(store, final_sql[0], map_params, first_line=first_line,
                                                   last_line=first_line + win.lines - 1, last_window=win.eof,
                                                   can_grow=win.can_grow, hold_open=hold_open, bufs=ctx)
@@ -269,8 +263,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
     spans_other = spans = 0
-    otlp = bool(store.scalar("SELECT count(*) FROM _final WHERE shape = 'otlp'"))
-    if otlp:
+    if store.scalar("SELECT count(*) FROM _final WHERE shape = 'otlp'"):
         spans, spans_other = _unfold_spans(store, final_sql[2], map_params, ctx)
     store.run(KEYS_SQL)
     quarantinable = int(store.scalar("SELECT count(*) FROM _final WHERE kind <> 'blank' AND shape IS NULL"))
@@ -297,8 +290,7 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
             "ingested": lines_new + parts_new, "runs_added": inserted,
             "duplicates": records - lines_new + parts - parts_new + quarantinable - quarantined,
             "blank": int(counts.get("blank", 0)) + _blank_before(win, defer, first_line), "quarantined": quarantined,
-            "not_calls": int(counts.get("not_calls", 0)), "spans_other": spans_other,
-            "heavy": otlp or streams_seen}
+            "not_calls": int(counts.get("not_calls", 0)), "spans_other": spans_other}
 
 
 def _unfold_spans(store: Store, span_sql: str, map_params: list[Any], ctx: dict[str, Any]) -> tuple[int, int]:
