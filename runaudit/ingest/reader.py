@@ -67,10 +67,14 @@ class Window:
     blank_skipped: int = 0  # empty lines counted here and left out of ``table`` (``lines`` counts them)
 
 
-# Bytes of lines per window (tests shrink it to cross window boundaries). Each window costs a fixed ~0.2 s of
-# statement binding and row-group bookkeeping: 64 MB windows ingest 1M realistic runs ~8% faster. They failed files
-# of stream events on the 1 GB limit until the assembly worked in batches (runaudit.ingest.batches); they pass the
-# stress files since, but not every shape has been tried that big, so windows stay at 32 MB.
+# Bytes of lines per window (tests shrink it to cross window boundaries). Each window costs a fixed ~0.3 s, most of
+# it DuckDB planning the parse statement again (~0.25 s of binding and optimising; PREPARE cannot keep the plan: in
+# DuckDB 2.0.1 a prepared statement that reads any table is bound again at every EXECUTE). Bigger windows were
+# measured with the checkpoint at Store.close() counted (2026-12-07, 1M realistic runs, interleaved): 128 MB windows
+# made ingest() 22.7 s against 30 s, but the close then took 4.5 s instead of 0.1 s and the database file was 489
+# MB against 262 MB (an insert of more than a row group writes row groups to the file at once, and the checkpoint
+# rewrites them); capped below a row group of lines, they saved ~1 s for +380 MB of RSS. Windows of stream events
+# also hold ~20-30 times their bytes (files of streams at 128 MB windows peaked at 1.9-2.2 GB). So: 32 MB.
 WINDOW_BYTES = 32 << 20
 # At most this many lines per window, so that per-line arrays stay small whatever the input (32 MB of newlines
 # would otherwise be 32 million rows).
