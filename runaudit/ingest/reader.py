@@ -73,7 +73,7 @@ class Window:
 # measured with the checkpoint at Store.close() counted (2026-12-07, 1M realistic runs, interleaved): 128 MB windows
 # made ingest() 22.7 s against 30 s, but the close then took 4.5 s instead of 0.1 s and the database file was 489
 # MB against 262 MB (an insert of more than a row group writes row groups to the file at once, and the checkpoint
-# rewrites them); capped below a row group of lines, they saved ~1 s for +380 MB of RSS. Windows of stream events
+# rewrites them); capped below a row group of lines, they saved ~0.5 s for +380 MB of RSS. Windows of stream events
 # also hold ~20-30 times their bytes (files of streams at 128 MB windows peaked at 1.9-2.2 GB). So: 32 MB.
 WINDOW_BYTES = 32 << 20
 # At most this many lines per window, so that per-line arrays stay small whatever the input (32 MB of newlines
