@@ -65,6 +65,33 @@ def _open_error(path: str, msg: str) -> StoreError:
                            "then pass another --db to start a new one")
 
 
+class ArrowSlot:
+    """An Arrow table that can be swapped under a view registered once (:meth:`Store.slot`). DuckDB keeps every
+    object registered during a transaction alive until the transaction ends, even once unregistered: a fresh table
+    registered for each window of a file would all stay in memory until the file's commit (1M runs: RSS growing
+    by ~100 MB a second, to 2.9 GB). The slot is registered once, and each scan reads the table it holds then."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.schema = table.schema
+        self.table: pa.Table | None = table
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        if self.table is None:
+            raise ValueError("the Arrow slot is empty")
+        return self.table.__arrow_c_stream__(requested_schema)
+
+
+def _session(con: duckdb.DuckDBPyConnection) -> None:
+    """The settings every connection of a store runs with."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = false")
+    # On a loaded machine DuckDB's progress bar printed into stdout and corrupted --json output. Inside
+    # Jupyter without ipywidgets DuckDB refuses to change the setting at all; printing is what matters.
+    for setting in ("enable_progress_bar", "enable_progress_bar_print"):
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"SET {setting} = false")
+
+
 def _check_is_duckdb(fp: Path) -> None:
     """Refuse an existing file that is not a DuckDB database (a log passed as --db) before DuckDB reads it."""
     try:
@@ -95,6 +122,7 @@ class Store:
         self.memory_limit = os.environ.get("RUNAUDIT_MEMORY_LIMIT") or MEMORY_LIMIT
         # settings to restore once the transaction is rolled back (see setting)
         self._after_rollback: list[tuple[str, str]] = []
+        self._slots: dict[str, ArrowSlot] = {}
 
     @contextlib.contextmanager
     def setting(self, name: str, value: str, restore: str) -> Iterator[None]:
@@ -179,15 +207,9 @@ class Store:
                 raise _open_error(p, msg) from e
         store = cls(con, p, read_only)
         try:
-            con.execute("SET TimeZone = 'UTC'")
+            _session(con)
             # Bounded memory whatever the input size: DuckDB spills to disk beyond this.
             con.execute("SET memory_limit = ?", [store.memory_limit])
-            con.execute("SET preserve_insertion_order = false")
-            # On a loaded machine DuckDB's progress bar printed into stdout and corrupted --json output. Inside
-            # Jupyter without ipywidgets DuckDB refuses to change the setting at all; printing is what matters.
-            for setting in ("enable_progress_bar", "enable_progress_bar_print"):
-                with contextlib.suppress(duckdb.Error):
-                    con.execute(f"SET {setting} = false")
             store._check_and_migrate()
         except duckdb.Error as e:
             con.close()
@@ -277,6 +299,16 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
 
+    def arrow_typed(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+                    ) -> tuple[pa.Table, list[str]]:
+        """:meth:`arrow`, with each column's DuckDB type (Arrow has none for some, e.g. HUGEINT comes back as a
+        DECIMAL): cast to them, the table reads back as the query's result."""
+        try:
+            rel = self.con.sql(sql, params=params) if params is not None else self.con.sql(sql)
+            return arrow_table(rel.arrow()), [str(t) for t in rel.types]
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run a query and return a polars DataFrame (through Arrow: no row passes through Python)."""
         import polars as pl
@@ -320,6 +352,38 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         """Write a value to the meta table."""
         self.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    @contextlib.contextmanager
+    def slot(self, name: str, table: pa.Table) -> Iterator[None]:
+        """``table`` readable as the view ``name`` over a block, through an :class:`ArrowSlot` registered once per
+        schema: unlike :meth:`registered`, the tables put in the slot one after another in a transaction do not
+        all stay in memory until it ends."""
+        slot = self._slots.get(name)
+        if slot is None or slot.schema != table.schema:
+            slot = self._slots[name] = ArrowSlot(table)
+            self.con.register(name, slot)
+        slot.table = table
+        try:
+            yield
+        finally:
+            slot.table = None
+
+    @contextlib.contextmanager
+    def side(self) -> Iterator[Store]:
+        """A second connection to the same database for the block, with this one's session settings, for work in
+        another thread that reads only what it registers (ingest parses the next window in the reader's thread:
+        :func:`runaudit.ingest.window.parse_window`). DuckDB runs the two connections' statements at once on its
+        one pool of threads; the side connection sees none of this one's uncommitted work or temp tables."""
+        try:
+            cur = self.con.cursor()
+            _session(cur)
+        except duckdb.Error as e:
+            raise StoreError(f"cannot open a second connection to {self.path}: {str(e).splitlines()[0]}") from e
+        side = Store(cur, self.path, self.read_only)
+        try:
+            yield side
+        finally:
+            side.close()
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
