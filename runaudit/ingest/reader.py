@@ -15,7 +15,7 @@ import gzip
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -65,6 +65,7 @@ class Window:
     can_grow: bool = False  # a rewind with grow=True would read a bigger window
     sse: bool = False  # a line starts "data:": raw SSE text, parsed by its own SQL
     blank_skipped: int = 0  # empty lines counted here and left out of ``table`` (``lines`` counts them)
+    prepared: Any = None  # what ReadAhead's ``prepare`` made of the window in its thread (None: nothing)
 
 
 # Bytes of lines per window (tests shrink it to cross window boundaries). Each window costs a fixed ~0.3 s, most of
@@ -370,11 +371,16 @@ class ReadAhead:
     raised when the caller asks for the window it stopped; one the caller never asks for (it stopped first) is not
     raised. ``held`` is updated as the caller gets each window. Use it as a context manager (or call
     :meth:`close`) so the thread stops before ``f`` is closed.
+
+    ``prepare`` (optional) runs in the thread on each window read, and its result is the window's ``prepared``
+    (dropped with the window on a rewind). If it raises, ``prepared`` stays None: the caller does the work itself,
+    and meets the error there.
     """
 
     def __init__(self, f: IO[bytes], *, offset: int = 0, line_no: int = 0, window: int | None = None,
                  max_line: int = 32 << 20, rewind: list[tuple[int, int, bool]] | None = None,
-                 held: dict[str, int] | None = None) -> None:
+                 held: dict[str, int] | None = None, prepare: Callable[[Window], Any] | None = None) -> None:
+        self._prepare = prepare
         self._rewind = rewind if rewind is not None else []
         self._held = held
         self._own_rewind: list[tuple[int, ...]] = []
@@ -403,6 +409,11 @@ class ReadAhead:
                 kind, step = "end", None
             except BaseException as e:  # given to the caller, raised in its thread
                 kind, step = "error", e
+            if kind == "window" and self._prepare is not None and not self._closed:
+                try:
+                    step[0].prepared = self._prepare(step[0])
+                except Exception:  # the caller does the work itself and meets the error there
+                    step[0].prepared = None
             self._result = (kind, step, dict(self._own_held or {}))
             self.ready.set()
             if kind == "error":
