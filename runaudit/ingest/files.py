@@ -22,14 +22,14 @@ from typing import Any
 
 from runaudit.config import Config
 from runaudit.errors import InputFormatError
-from runaudit.ingest import document, llm_db
+from runaudit.ingest import document, llm_db, reader
 from runaudit.ingest.reader import (
     ReadAhead,
     file_fingerprint,
     open_log,
     prefix_digest,
 )
-from runaudit.ingest.window import OCC_APPEND_SQL, OCC_INIT_SQL, compile_insert_sql, process_window
+from runaudit.ingest.window import OCC_APPEND_SQL, OCC_INIT_SQL, compile_insert_sql, parse_window, process_window
 from runaudit.store import Store
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
@@ -269,10 +269,17 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                                            hint="write it as JSON lines (jq -c '.[]')")
                 doc = document.document_window(store.con, data)
                 f.seek(0)
-            windows = contextlib.nullcontext([doc]) if doc is not None else ReadAhead(
-                f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes, rewind=rewind,
-                held=None if settled else held_tail)
-            with windows as wins:
+            # The reader's thread also parses each window it reads (parse_window), on a second connection, while
+            # this one inserts the window before: DuckDB plans one statement while it runs the other. Only for a
+            # file of more than one window: with nothing to overlap, the second connection is a cost (36 small
+            # files: 15.2 s against 11.6 s).
+            ahead = doc is None and (compressed or st.st_size - start_off > reader.WINDOW_BYTES)
+            side = store.side() if ahead else contextlib.nullcontext(None)
+            with side as side_store, (contextlib.nullcontext([doc]) if doc is not None else ReadAhead(
+                    f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes, rewind=rewind,
+                    held=None if settled else held_tail,
+                    prepare=None if side_store is None else
+                    lambda w: parse_window(side_store, w, final_sql, map_params))) as wins:
                 for win in wins:
                     ctx["line0"] = lines
                     c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)

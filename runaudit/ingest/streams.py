@@ -341,9 +341,13 @@ JOIN runs r ON r.source_file = $file AND r.ingest_id = $ingest_id AND r.source_l
 """
 
 
+# A parsed row that is a stream event line (a bare error body is a record of its own).
+STREAM_EVENT = "(ev_type IS NOT NULL AND ev_type <> 'error')"
+
+
 def has_stream_events(store: Store) -> bool:
     """Whether the window parsed in ``_final`` holds stream event lines (other than bare error bodies)."""
-    return bool(store.scalar("SELECT count(*) FROM _final WHERE ev_type IS NOT NULL AND ev_type <> 'error'"))
+    return bool(store.scalar(f"SELECT count(*) FROM _final WHERE {STREAM_EVENT}"))
 
 
 def assemble(store: Store, final_sql: str, map_params: list[Any], *, first_line: int, last_line: int,

@@ -4,6 +4,7 @@ same way; :mod:`runaudit.ingest.files` reads files into windows and keeps each f
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from runaudit.config import Config
@@ -13,6 +14,7 @@ from runaudit.ingest.normalize import STOP_REASON_CASE, build_record_sql, build_
 from runaudit.ingest.reader import MAX_CONTAINERS, QUARANTINE_CAP
 from runaudit.rules.deliverable import delivered_sql
 from runaudit.store import Store
+from runaudit.store.database import BIG_LINE_BYTES, quote_ident
 from runaudit.store.schema import IDEM_KEY_SQL, TEXT_BLANK_SQL, TEXT_CHARS_SQL
 
 
@@ -51,6 +53,9 @@ def ts_parse_sql(x: str) -> str:
     """How a logged time ``x`` (SQL, VARCHAR) becomes the run's time: epoch seconds, ms, us or ns, or a date-time
     text with or without an offset, read as UTC; NULL when it is none of these or lies outside 1970-2200."""
     return _TS_PARSE.format(x=x)
+
+
+FINAL_PREFIX = "CREATE OR REPLACE TEMP TABLE _final AS"
 
 
 def insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
@@ -97,7 +102,7 @@ def insert_sql(cfg: Config, sse: bool = False, parts: bool = False,
     # the map_hit expression repeats every mapped path once more
     map_params += list(mparams) if m else []
     sql = f"""
-    CREATE OR REPLACE TEMP TABLE _final AS
+    {FINAL_PREFIX}
     WITH _stage AS ({parse_select(sse, parts)}),
     _shaped AS ({build_shape_sql()}),
     _records AS ({build_record_sql()}),
@@ -236,6 +241,23 @@ def _blank_before(win: Any, defer: tuple[int, int, bool] | None, first_line: int
     return (defer[1] - first_line) - kept
 
 
+def parse_window(side: Store, win: Any, final_sql: tuple[str, str, str], map_params: list[Any]) -> Any:
+    """The window's parse (``_final``'s rows, as Arrow, with their DuckDB types) run on ``side``, a second
+    connection (:meth:`Store.side`), in the reader's thread while the store's own connection inserts the window
+    before (ReadAhead's ``prepare``). The same statement as :func:`process_window` runs, so the same rows. None
+    for a window holding a line over ``BIG_LINE_BYTES``: that one is parsed with the headroom, in the caller's
+    thread."""
+    import pyarrow.compute as pc
+
+    if not win.table.num_rows or int(pc.max(win.table["orig_len"]).as_py() or 0) > BIG_LINE_BYTES:
+        return None
+    sql = (final_sql[1] if win.sse else final_sql[0]).strip()
+    if not sql.startswith(FINAL_PREFIX):  # pragma: no cover - guarded by insert_sql
+        raise AssertionError("the parse statement does not create _final")
+    with side.registered("_chunk", win.table):
+        return side.arrow_typed(sql[len(FINAL_PREFIX):], map_params)
+
+
 def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
                    map_params: list[Any], hold_open: bool = False) -> dict[str, Any]:
     """Parse, quarantine and insert one window; ``final_sql`` is (plain, raw-SSE, span) variants of the parse.
@@ -249,9 +271,41 @@ def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple
 
 def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
                     map_params: list[Any], hold_open: bool) -> dict[str, Any]:
-    # Several record batches let DuckDB scan the window on every core.
-    with store.registered("_chunk", win.table):
-        store.run(final_sql[1] if win.sse else final_sql[0], map_params)
+    if getattr(win, "prepared", None) is None:
+        # Several record batches let DuckDB scan the window on every core.
+        with store.registered("_chunk", win.table):
+            store.run(final_sql[1] if win.sse else final_sql[0], map_params)
+        return _after_parse(store, win, ctx, final_sql, map_params, hold_open)
+    # parsed in the reader's thread (parse_window): the rows as the statement made them, read where they are
+    rows, types = win.prepared
+    win.prepared = None
+    cols = ", ".join(f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}"
+                     for c, t in zip(rows.column_names, types, strict=True))
+    with store.slot("_parsed", rows):
+        if store.scalar(f"SELECT count(*) FROM _parsed WHERE {REWRITES_FINAL}"):
+            # stream events and OTLP spans are replaced in _final by what they assemble to: a table
+            store.run(f"{FINAL_PREFIX} SELECT {cols} FROM _parsed")
+            view = False
+        else:
+            store.run("DROP TABLE IF EXISTS _final")
+            store.run(f"CREATE TEMP VIEW _final AS SELECT {cols} FROM _parsed")
+            view = True
+        try:
+            return _after_parse(store, win, ctx, final_sql, map_params, hold_open)
+        finally:
+            if view:
+                # after a failed statement the transaction is aborted, and rolling it back drops the view
+                with contextlib.suppress(Exception):
+                    store.run("DROP VIEW _final")
+
+
+# Rows of a window after which ``_final`` is rewritten (stream events assembled, OTLP spans unfolded), so must be a
+# table; other windows read their parsed rows where they are.
+REWRITES_FINAL = f"{streams.STREAM_EVENT} OR shape = 'otlp'"
+
+
+def _after_parse(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
+                 map_params: list[Any], hold_open: bool) -> dict[str, Any]:
     first_line = ctx["line0"] + 1
     parts, defer, held_off = 0, None, None
     if streams.has_stream_events(store):

@@ -1,0 +1,124 @@
+"""The reader's thread parses the next window on a second connection while the store inserts the one before
+(``window.parse_window``, ReadAhead's ``prepare``): the stored runs, quarantine and counts are those of the
+parse in the caller's thread, and the parsed tables do not pile up in memory until the file's commit."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import json
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+import runaudit.ingest.files as files
+import runaudit.ingest.reader as reader
+from runaudit.ingest import ingest
+from runaudit.ingest.window import parse_window
+from runaudit.store import Store
+from tests.conftest import flat
+from tests.test_agent_logs import HTTP, chat, otlp
+from tests.test_streams import CHAT_OK, OK, REFUSAL
+
+
+def mixed_lines() -> list[str]:
+    """Every kind of window content: records of several shapes and time formats, streams (Anthropic, OpenAI),
+    an OTLP export, identical lines, blank, invalid, non-object, a lone surrogate escape, a Gemini array."""
+    recs: list[Any] = [flat(run_id="a", ts="2026-03-01 10:00:00"), flat(run_id="b", ts=1772359200123),
+                       flat(run_id="c", text="I'm sorry, but I can't help with that.", ts="2026-03-01T10:00:00+02:00")]
+    recs += REFUSAL + [flat(run_id="mid")] + CHAT_OK + OK
+    recs += [otlp(chat(), HTTP), {"choices": [], "object": "chat.completion", "id": "x", "model": "m"}]
+    lines = [json.dumps(r) for r in recs]
+    lines += [lines[0], lines[0], "", "{not json", "[1, 2]", '{"task_id": "s", "text": "bad \\ud800 escape"}',
+              json.dumps([{"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP"}]}]),
+              json.dumps({"zzz": 1})]
+    return lines * 3
+
+
+def stored(store: Store) -> tuple[list[Any], list[Any]]:
+    runs = store.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY rid")
+    quarantine = store.rows("SELECT * EXCLUDE (ingest_id) FROM quarantine ORDER BY source_line")
+    return runs, quarantine
+
+
+@pytest.mark.parametrize(("window", "gz"), [(0, False), (700, False), (2500, False), (0, True), (700, True)])
+def test_parse_ahead_stores_what_the_callers_parse_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          window: int, gz: bool) -> None:
+    text = ("\n".join(mixed_lines()) + "\n").encode()
+    log = tmp_path / ("mixed.jsonl.gz" if gz else "mixed.jsonl")
+    log.write_bytes(gzip.compress(text) if gz else text)
+    if window:
+        monkeypatch.setattr(reader, "WINDOW_BYTES", window)
+    used = []
+
+    def counted(*a: Any) -> Any:
+        out = parse_window(*a)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(files, "parse_window", counted)
+    with Store.open(tmp_path / "ahead.duckdb") as s:
+        ahead = ingest(s, [str(log)]).as_dict()
+        got = stored(s)
+    # a file read in more than one window (or compressed: its size is unknown) is parsed in the reader's thread;
+    # a plain file of one window is parsed by the caller, as a second connection would only cost
+    assert any(used) == (gz or window > 0)
+    monkeypatch.setattr(files, "parse_window", lambda *a: None)
+    with Store.open(tmp_path / "inline.duckdb") as s:
+        inline = ingest(s, [str(log)]).as_dict()
+        want = stored(s)
+    for r in (ahead, inline):
+        r.pop("seconds")
+    assert ahead == inline
+    assert got == want
+    assert len(got[0]) > 30 and got[1]  # runs and quarantined lines were both there to compare
+
+
+def test_a_window_with_a_long_line_is_parsed_by_the_caller(tmp_path: Path) -> None:
+    from runaudit.store.database import BIG_LINE_BYTES
+
+    table = pa.table({"line": ["{}"], "orig_len": [BIG_LINE_BYTES + 1]})
+    win = reader.Window(table=table, end_offset=0, lines=1, unterminated_last=False)
+    with Store.open(":memory:") as s, s.side() as side:
+        assert parse_window(side, win, ("", "", ""), []) is None
+
+
+def test_a_failed_prepare_leaves_the_work_to_the_caller(tmp_path: Path) -> None:
+    log = tmp_path / "x.jsonl"
+    log.write_text("\n".join(json.dumps(flat(run_id=str(i))) for i in range(50)) + "\n", encoding="utf-8")
+
+    def boom(win: Any) -> Any:
+        raise RuntimeError("parse failed")
+
+    with log.open("rb") as f, reader.ReadAhead(f, window=600, prepare=boom) as wins:
+        got = list(wins)
+    assert len(got) > 2 and all(w.prepared is None for w in got[:-1])
+
+
+def test_tables_put_in_a_slot_in_a_transaction_are_let_go(tmp_path: Path) -> None:
+    """DuckDB holds an object registered in a transaction until the transaction ends; the slot is registered
+    once, so each window's parsed table is freed when the next one takes its place."""
+    with Store.open(tmp_path / "s.duckdb") as s, s.transaction():
+        refs = []
+        for i in range(4):
+            t = pa.table({"x": pa.array(range(i, i + 1000))})
+            refs.append(weakref.ref(t))
+            with s.slot("_parsed", t):
+                assert s.scalar("SELECT min(x) FROM _parsed") == i
+            del t
+        gc.collect()
+        assert [r() is None for r in refs] == [True] * 4
+        # a table of another schema gets a slot of its own, read the same way
+        with s.slot("_parsed", pa.table({"y": ["a", "b"]})):
+            assert s.scalar("SELECT count(*) FROM _parsed WHERE y = 'b'") == 1
+
+
+def test_the_side_connection_has_the_store_session_settings(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.duckdb") as s:
+        s.run("SET TimeZone = 'America/New_York'")
+        with s.side() as side:
+            assert side.scalar("SELECT current_setting('TimeZone')") == "UTC"
+            assert side.scalar("SELECT current_setting('enable_progress_bar')") is False
