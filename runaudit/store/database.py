@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,10 @@ import duckdb
 
 from runaudit.errors import StoreBusyError, StoreError
 from runaudit.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+# Store.arrow_typed reads a DB-API result as Arrow on purpose (a relation binds its statement twice): DuckDB warns
+# of the copy that costs. Only that warning, only from this module.
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning, module=__name__)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -302,10 +307,13 @@ class Store:
     def arrow_typed(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
                     ) -> tuple[pa.Table, list[str]]:
         """:meth:`arrow`, with each column's DuckDB type (Arrow has none for some, e.g. HUGEINT comes back as a
-        DECIMAL): cast to them, the table reads back as the query's result."""
+        DECIMAL): cast to them, the table reads back as the query's result. Through ``execute``, not a relation:
+        ``con.sql`` binds the statement when made and again when run (ingest's ~80k-character parse statement:
+        0.51-0.55 s a window against 0.61-0.70 s)."""
         try:
-            rel = self.con.sql(sql, params=params) if params is not None else self.con.sql(sql)
-            return arrow_table(rel.arrow()), [str(t) for t in rel.types]
+            cur = self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+            types = [str(d[1]) for d in cur.description]
+            return arrow_table(cur.to_arrow_table()), types
         except duckdb.Error as e:
             raise StoreError(f"query failed: {str(e).splitlines()[0]}\n  in: {_short(sql)}") from e
 
