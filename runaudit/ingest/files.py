@@ -29,6 +29,7 @@ from runaudit.ingest.reader import (
     open_log,
     prefix_digest,
 )
+from runaudit.ingest.small_files import GroupParser, Parsed
 from runaudit.ingest.window import OCC_APPEND_SQL, OCC_INIT_SQL, compile_insert_sql, parse_window, process_window
 from runaudit.store import Store
 
@@ -195,7 +196,7 @@ def _unchanged(res: FileResult, prev: tuple[Any, ...], progress: ProgressFn | No
 
 
 def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress: ProgressFn | None,
-                 final_sql: tuple[str, str, str], map_params: list[Any]) -> FileResult:
+                 final_sql: tuple[str, str, str], map_params: list[Any], pre: Parsed | None = None) -> FileResult:
     try:
         st = os.stat(path)
     except OSError as e:
@@ -275,11 +276,12 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
             # files: 15.2 s against 11.6 s).
             ahead = doc is None and (compressed or st.st_size - start_off > reader.WINDOW_BYTES)
             side = store.side() if ahead else contextlib.nullcontext(None)
+            # A small new file was parsed with others before (small_files: one statement for many files).
+            prepare = pre.take if pre is not None else \
+                (lambda w: parse_window(side_store, w, final_sql, map_params)) if ahead else None
             with side as side_store, (contextlib.nullcontext([doc]) if doc is not None else ReadAhead(
                     f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes, rewind=rewind,
-                    held=None if settled else held_tail,
-                    prepare=None if side_store is None else
-                    lambda w: parse_window(side_store, w, final_sql, map_params))) as wins:
+                    held=None if settled else held_tail, prepare=prepare)) as wins:
                 for win in wins:
                     ctx["line0"] = lines
                     c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
@@ -368,12 +370,13 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     result = IngestResult(files=len(files))
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))
     final_sql, map_params = compile_insert_sql(cfg)
+    groups = GroupParser(store, files, final_sql, map_params, cfg.max_line_bytes)
     for path in files:
         try:
             if llm_db.is_sqlite(path):
                 fr = _ingest_sqlite(store, path, ingest_id, final_sql, map_params)
             else:
-                fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params)
+                fr = _ingest_file(store, path, cfg, ingest_id, progress, final_sql, map_params, groups.take(path))
         except InputFormatError as e:
             fr = FileResult(path=path, mode="error", error=e.message)
             result.errors.append({"file": path, "error": e.message})
