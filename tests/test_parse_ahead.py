@@ -38,10 +38,16 @@ def mixed_lines() -> list[str]:
     return lines * 3
 
 
-def stored(store: Store) -> tuple[list[Any], list[Any]]:
-    runs = store.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY rid")
-    quarantine = store.rows("SELECT * EXCLUDE (ingest_id) FROM quarantine ORDER BY source_line")
-    return runs, quarantine
+def ingested(db: Path, paths: list[str]) -> tuple[dict[str, Any], tuple[list[Any], ...]]:
+    """Ingest ``paths`` into a new database: the result (less its time) and the runs, quarantine and files stored
+    (less the ingest's id and time), to compare two ways of ingesting the same files."""
+    with Store.open(db) as s:
+        result = ingest(s, paths).as_dict()
+        result.pop("seconds")
+        return result, (
+            s.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY source_file, source_line, rid"),
+            s.rows("SELECT * EXCLUDE (ingest_id) FROM quarantine ORDER BY source_file, source_line"),
+            s.rows("SELECT * EXCLUDE (last_ingest) FROM files ORDER BY path"))
 
 
 @pytest.mark.parametrize(("window", "gz"), [(0, False), (700, False), (2500, False), (0, True), (700, True)])
@@ -60,18 +66,12 @@ def test_parse_ahead_stores_what_the_callers_parse_stores(tmp_path: Path, monkey
         return out
 
     monkeypatch.setattr(files, "parse_window", counted)
-    with Store.open(tmp_path / "ahead.duckdb") as s:
-        ahead = ingest(s, [str(log)]).as_dict()
-        got = stored(s)
+    ahead, got = ingested(tmp_path / "ahead.duckdb", [str(log)])
     # a file read in more than one window (or compressed: its size is unknown) is parsed in the reader's thread;
     # a plain file of one window is parsed by the caller, as a second connection would only cost
     assert any(used) == (gz or window > 0)
     monkeypatch.setattr(files, "parse_window", lambda *a: None)
-    with Store.open(tmp_path / "inline.duckdb") as s:
-        inline = ingest(s, [str(log)]).as_dict()
-        want = stored(s)
-    for r in (ahead, inline):
-        r.pop("seconds")
+    inline, want = ingested(tmp_path / "inline.duckdb", [str(log)])
     assert ahead == inline
     assert got == want
     assert len(got[0]) > 30 and got[1]  # runs and quarantined lines were both there to compare

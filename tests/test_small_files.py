@@ -19,13 +19,7 @@ from runaudit.ingest import document, ingest
 from runaudit.store import Store
 from tests.conftest import flat
 from tests.test_ingest import _read_all
-from tests.test_parse_ahead import mixed_lines
-
-
-def stored(store: Store) -> tuple[list[Any], ...]:
-    return (store.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY source_file, source_line, rid"),
-            store.rows("SELECT * EXCLUDE (ingest_id) FROM quarantine ORDER BY source_file, source_line"),
-            store.rows("SELECT * EXCLUDE (last_ingest) FROM files ORDER BY path"))
+from tests.test_parse_ahead import ingested, mixed_lines
 
 
 def folder(tmp_path: Path) -> Path:
@@ -61,10 +55,9 @@ def test_a_folder_of_small_files_stores_what_file_by_file_stores(tmp_path: Path,
 
     monkeypatch.setattr(small_files, "parse_group", spy)
     monkeypatch.setattr(small_files, "GROUP_FILES", 5)  # several groups
+    got_result, got = ingested(tmp_path / "group.duckdb", [str(d)])
+    first_groups = len(groups)
     with Store.open(tmp_path / "group.duckdb") as s:
-        got_result = ingest(s, [str(d)]).as_dict()
-        got = stored(s)
-        first_groups = len(groups)
         ingest(s, [str(d)])
     assert len(groups) == first_groups  # files already ingested are not parsed ahead again
     parsed = [n for g in groups for n in g]
@@ -74,11 +67,7 @@ def test_a_folder_of_small_files_stores_what_file_by_file_stores(tmp_path: Path,
     assert len(groups) == 3
     assert not {"empty.jsonl", "doc.json", "sse.jsonl", "z.jsonl.gz"} & set(parsed)
     monkeypatch.setattr(small_files.GroupParser, "take", lambda self, path: None)
-    with Store.open(tmp_path / "alone.duckdb") as s:
-        want_result = ingest(s, [str(d)]).as_dict()
-        want = stored(s)
-    for r in (got_result, want_result):
-        r.pop("seconds")
+    want_result, want = ingested(tmp_path / "alone.duckdb", [str(d)])
     assert got_result == want_result
     assert got == want
     assert len(got[0]) > 80 and got[1] and got_result["duplicates"] > 100  # lines repeat across files

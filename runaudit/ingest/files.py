@@ -276,9 +276,12 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
             # files: 15.2 s against 11.6 s).
             ahead = doc is None and (compressed or st.st_size - start_off > reader.WINDOW_BYTES)
             side = store.side() if ahead else contextlib.nullcontext(None)
-            # A small new file was parsed with others before (small_files: one statement for many files).
-            prepare = pre.take if pre is not None else \
-                (lambda w: parse_window(side_store, w, final_sql, map_params)) if ahead else None
+
+            def parse_ahead(w: Any) -> Any:
+                return parse_window(side_store, w, final_sql, map_params)
+
+            # a small new file was parsed with others before (small_files: one statement for many files)
+            prepare = pre.take if pre is not None else parse_ahead if ahead else None
             with side as side_store, (contextlib.nullcontext([doc]) if doc is not None else ReadAhead(
                     f, offset=start_off, line_no=start_line, max_line=cfg.max_line_bytes, rewind=rewind,
                     held=None if settled else held_tail, prepare=prepare)) as wins:

@@ -494,7 +494,6 @@ def _windows(f: IO[bytes], offset: int, line_no: int, window: int, max_line: int
     # A file smaller than a window gets buffers of its size: zeroing three of 32 MB cost ~60 ms a file, most of the
     # time of a small one. If it was longer than its size said, the buffer grows to the window (below).
     left = _size_left(f, offset)
-    full = window
     buf = bytearray(window if left is None else min(window, max(left + 1, 1 << 16)))
     # the packed lines of a window (see _lines_table), two in turn: ReadAhead packs the next window while the
     # caller still reads the one before (made at the size of the buffer when first used)
@@ -518,8 +517,8 @@ def _windows(f: IO[bytes], offset: int, line_no: int, window: int, max_line: int
             new_fill = _fill(f, buf, fill)
             eof = new_fill < len(buf)
             fill = new_fill
-            if not eof and len(buf) < full:  # the file is longer than its size said: read a whole window
-                bigger = bytearray(full)
+            if not eof and len(buf) < window:  # the file is longer than its size said: read a whole window
+                bigger = bytearray(window)
                 bigger[:fill] = buf[:fill]
                 buf = bigger
                 continue

@@ -19,9 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runaudit.ingest import document, reader
-from runaudit.ingest.window import FINAL_PREFIX
+from runaudit.ingest.window import has_big_line, parse_rows
 from runaudit.store import Store
-from runaudit.store.database import BIG_LINE_BYTES
 
 SMALL_FILE_BYTES = 4 << 20  # a new plain file up to this size is parsed with others
 GROUP_FILES = 64  # at most this many files per statement
@@ -45,15 +44,16 @@ class Parsed:
         return None  # the file changed since (or is still being written): this window is parsed on its own
 
 
-def candidate(path: str, known: set[str]) -> bool:
-    """A file this module may parse ahead: plain (not compressed, not llm's SQLite), new, small, not empty."""
+def candidate_size(path: str, known: set[str]) -> int | None:
+    """The size of a file this module may parse ahead (plain: not compressed, not llm's SQLite; new; small; not
+    empty), else None."""
     if path in known or path.endswith(".gz") or path.endswith(".db"):
-        return False
+        return None
     try:
         size = os.path.getsize(path)
     except OSError:
-        return False
-    return 0 < size <= SMALL_FILE_BYTES
+        return None
+    return size if 0 < size <= SMALL_FILE_BYTES else None
 
 
 def _windows(path: str, max_line: int) -> list[reader.Window]:
@@ -69,9 +69,8 @@ def _windows(path: str, max_line: int) -> list[reader.Window]:
         return []
     if len(got) > 2 or any(w.sse for w in got):
         return []
-    for w in got:
-        if int(pc.max(w.table["orig_len"]).as_py() or 0) > BIG_LINE_BYTES:
-            return []  # parsed alone, with the headroom (see window.parse_window)
+    if any(has_big_line(w.table) for w in got):
+        return []  # parsed alone, with the headroom
     return [w for w in got if w.table.num_rows]
 
 
@@ -87,12 +86,8 @@ def parse_group(store: Store, paths: list[str], final_sql: tuple[str, str, str],
     i = schema.get_field_index("line_no")
     tables = [w.table.set_column(i, "line_no", pc.add(w.table["line_no"], k << _SHIFT))
               for k, (_, w) in enumerate(wins)]
-    sql = final_sql[0].strip()
-    if not sql.startswith(FINAL_PREFIX):  # pragma: no cover - guarded by window.insert_sql
-        raise AssertionError("the parse statement does not create _final")
     try:
-        with store.registered("_chunk", pa.concat_tables(tables)):
-            rows, types = store.arrow_typed(sql[len(FINAL_PREFIX):], map_params)
+        rows, types = parse_rows(store, pa.concat_tables(tables), final_sql[0], map_params)
     except Exception:  # noqa: BLE001 - each file is then parsed on its own, and meets the error there
         return {}
     group = pc.shift_right(rows["line_no"], _SHIFT)
@@ -113,7 +108,8 @@ class GroupParser:
         self._store, self._final_sql, self._map_params, self._max_line = store, final_sql, map_params, max_line
         known = {r[0] for r in store.rows("SELECT path FROM files")}
         self._paths = paths
-        self._small = {p for p in paths if candidate(p, known)}
+        # the small files not parsed yet, with their sizes
+        self._small = {p: n for p in paths if (n := candidate_size(p, known)) is not None}
         self._ready: dict[str, Parsed] = {}
 
     def take(self, path: str) -> Parsed | None:
@@ -129,7 +125,8 @@ class GroupParser:
             if len(group) == GROUP_FILES or size >= reader.WINDOW_BYTES:
                 break
             group.append(p)
-            size += os.path.getsize(p) if os.path.exists(p) else 0
-        self._small.difference_update(group)
+            size += self._small[p]
+        for p in group:
+            del self._small[p]
         self._ready = parse_group(self._store, group, self._final_sql, self._map_params, self._max_line)
         return self._ready.pop(path, None)

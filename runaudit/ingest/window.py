@@ -241,21 +241,32 @@ def _blank_before(win: Any, defer: tuple[int, int, bool] | None, first_line: int
     return (defer[1] - first_line) - kept
 
 
-def parse_window(side: Store, win: Any, final_sql: tuple[str, str, str], map_params: list[Any]) -> Any:
-    """The window's parse (``_final``'s rows, as Arrow, with their DuckDB types) run on ``side``, a second
-    connection (:meth:`Store.side`), in the reader's thread while the store's own connection inserts the window
-    before (ReadAhead's ``prepare``). The same statement as :func:`process_window` runs, so the same rows. None
-    for a window holding a line over ``BIG_LINE_BYTES``: that one is parsed with the headroom, in the caller's
-    thread."""
+def has_big_line(table: Any) -> bool:
+    """Whether a window's lines include one over ``BIG_LINE_BYTES``: such a window is parsed by
+    :func:`process_window` alone, with the headroom, not ahead of time."""
     import pyarrow.compute as pc
 
-    if not win.table.num_rows or int(pc.max(win.table["orig_len"]).as_py() or 0) > BIG_LINE_BYTES:
-        return None
-    sql = (final_sql[1] if win.sse else final_sql[0]).strip()
+    return int(pc.max(table["orig_len"]).as_py() or 0) > BIG_LINE_BYTES
+
+
+def parse_rows(store: Store, table: Any, sql: str, map_params: list[Any]) -> Any:
+    """Run the parse statement ``sql`` (one of ``final_sql``) over the lines ``table`` and return ``_final``'s rows
+    as Arrow, with their DuckDB types, instead of making the table."""
+    sql = sql.strip()
     if not sql.startswith(FINAL_PREFIX):  # pragma: no cover - guarded by insert_sql
         raise AssertionError("the parse statement does not create _final")
-    with side.registered("_chunk", win.table):
-        return side.arrow_typed(sql[len(FINAL_PREFIX):], map_params)
+    with store.registered("_chunk", table):
+        return store.arrow_typed(sql[len(FINAL_PREFIX):], map_params)
+
+
+def parse_window(side: Store, win: Any, final_sql: tuple[str, str, str], map_params: list[Any]) -> Any:
+    """The window's parse (:func:`parse_rows`) run on ``side``, a second connection (:meth:`Store.side`), in the
+    reader's thread while the store's own connection inserts the window before (ReadAhead's ``prepare``). The same
+    statement as :func:`process_window` runs, so the same rows. None for an empty window or one with a big line
+    (:func:`has_big_line`)."""
+    if not win.table.num_rows or has_big_line(win.table):
+        return None
+    return parse_rows(side, win.table, final_sql[1] if win.sse else final_sql[0], map_params)
 
 
 def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
