@@ -569,3 +569,43 @@ def test_a_top_level_key_is_found_as_json_exists_finds_it(store: Store, tmp_path
     assert got == {4: "flat", 5: "litellm"}
     notes = store.scalar("SELECT notes FROM runs WHERE source_line = 4")
     assert "duplicate_keys_first_wins" not in notes
+
+
+def test_identical_lines_are_counted_across_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An identical line (no run id: a bare error body) that recurs within a window and across many windows gets
+    occurrences 1, 2, 3 ... in file order, whatever the window size; after an append the count goes on, and
+    reading the file again adds nothing. The count of each line carries from window to window (``_occ``)."""
+    from runaudit.ingest import reader
+
+    same = json.dumps({"error": {"type": "overloaded_error", "message": "Overloaded"}})
+    other = json.dumps({"error": {"type": "rate_limit_error", "message": "slow down"}})
+    lines = []
+    for i in range(30):
+        lines += [same] * (1 + i % 3) + [json.dumps(flat(run_id=f"r{i}"))] + ([other] if i % 4 == 0 else [])
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+
+    def occurrences(store: Store) -> dict[str, list[int]]:
+        got: dict[str, list[int]] = {}
+        for raw, occ in store.rows("SELECT raw, record_occ FROM runs WHERE run_id IS NULL ORDER BY source_line"):
+            got.setdefault(raw, []).append(occ)
+        return got
+
+    n_same, n_other = lines.count(same), lines.count(other)
+    with Store.open(":memory:") as whole:
+        ingest(whole, [log])
+        expected = _identities(whole)
+        assert occurrences(whole) == {same: list(range(1, n_same + 1)), other: list(range(1, n_other + 1))}
+    monkeypatch.setattr(reader, "WINDOW_BYTES", 700)  # a few lines a window: ~40 windows
+    with Store.open(str(tmp_path / "w.duckdb")) as store:
+        ingest(store, [log])
+        assert _identities(store) == expected
+        with log.open("a") as f:
+            f.write("\n".join([same, json.dumps(flat(run_id="late")), same, other]) + "\n")
+        ingest(store, [log])
+        assert occurrences(store) == {same: list(range(1, n_same + 3)), other: list(range(1, n_other + 2))}
+        before = store.scalar("SELECT count(*) FROM runs")
+        copy = tmp_path / "copy.jsonl"  # the same lines read again, under another name: duplicates
+        copy.write_bytes(log.read_bytes())
+        assert ingest(store, [copy]).as_dict()["duplicates"] == len(lines) + 4
+        assert store.scalar("SELECT count(*) FROM runs") == before
