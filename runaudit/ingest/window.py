@@ -308,7 +308,8 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
             store.run(f"CREATE TEMP VIEW _final AS SELECT {cols} FROM _parsed")
             view = True
         try:
-            return _after_parse(store, win, ctx, final_sql, map_params, hold_open)
+            # a view holds no stream event and no OTLP line (counted above): nothing to assemble or unfold
+            return _after_parse(store, win, ctx, final_sql, map_params, hold_open, plain=view)
         finally:
             if view:
                 # after a failed statement the transaction is aborted, and rolling it back drops the view
@@ -316,16 +317,27 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
                     store.run("DROP VIEW _final")
 
 
+# A window's lines by what they hold (blank, no model call, records), and the rows the quarantine may take.
+WINDOW_COUNTS_SQL = """
+SELECT count(DISTINCT line_no) FILTER (WHERE kind = 'blank'),
+       count(DISTINCT line_no) FILTER (WHERE kind IS DISTINCT FROM 'blank' AND shape = '_none'),
+       count(DISTINCT line_no) FILTER (WHERE kind IS DISTINCT FROM 'blank' AND shape <> '_none'),
+       count(*) FILTER (WHERE kind <> 'blank' AND shape IS NULL)
+FROM _final
+"""
+
 # Rows of a window after which ``_final`` is rewritten (stream events assembled, OTLP spans unfolded), so must be a
 # table; other windows read their parsed rows where they are.
 REWRITES_FINAL = f"{streams.STREAM_EVENT} OR shape = 'otlp'"
 
 
 def _after_parse(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
-                 map_params: list[Any], hold_open: bool) -> dict[str, Any]:
+                 map_params: list[Any], hold_open: bool, plain: bool = False) -> dict[str, Any]:
+    """Assemble, quarantine and insert the parsed window in ``_final``; ``plain``: it is known to hold no stream
+    event and no OTLP line."""
     first_line = ctx["line0"] + 1
     parts, defer, held_off = 0, None, None
-    if streams.has_stream_events(store):
+    if not plain and streams.has_stream_events(store):
         parts, defer, held_off = streams.assemble(store, final_sql[0], map_params, first_line=first_line,
                                                   last_line=first_line + win.lines - 1, last_window=win.eof,
                                                   can_grow=win.can_grow, hold_open=hold_open, bufs=ctx)
@@ -334,16 +346,12 @@ def _after_parse(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[s
               "max_line": ctx["max_line"], "last_line": ctx["line0"] + win.lines,
               "unterminated": win.unterminated_last}
     spans_other = spans = 0
-    if store.scalar("SELECT count(*) FROM _final WHERE shape = 'otlp'"):
+    if not plain and store.scalar("SELECT count(*) FROM _final WHERE shape = 'otlp'"):
         spans, spans_other = _unfold_spans(store, final_sql[2], map_params, ctx)
     store.run(KEYS_SQL)
-    quarantinable = int(store.scalar("SELECT count(*) FROM _final WHERE kind <> 'blank' AND shape IS NULL"))
+    # lines, not records (the spans of one OTLP line are records of one line); quarantinable: records
+    blank, not_calls, records, quarantinable = (int(v) for v in store.rows(WINDOW_COUNTS_SQL)[0])
     quarantined = int(store.rows(QUARANTINE_SQL, params)[0][0])
-    # lines, not records: the spans of one OTLP line are records of one line
-    counts = dict(store.rows("SELECT CASE WHEN kind = 'blank' THEN 'blank' WHEN shape = '_none' THEN 'not_calls' "
-                             "WHEN shape IS NOT NULL THEN 'records' ELSE 'quarantined' END, count(DISTINCT line_no) "
-                             "FROM _final GROUP BY 1"))
-    records = int(counts.get("records", 0))
     before = ctx["next_rid"]
     inserted = int(store.rows(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
                                                 "ingest_id": ctx["ingest_id"]})[0][0])
@@ -360,8 +368,8 @@ def _after_parse(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[s
             "defer": None if held_off is not None else defer, "held": win.lines - lines if held_off is not None else 0,
             "ingested": lines_new + parts_new, "runs_added": inserted,
             "duplicates": records - lines_new + parts - parts_new + quarantinable - quarantined,
-            "blank": int(counts.get("blank", 0)) + _blank_before(win, defer, first_line), "quarantined": quarantined,
-            "not_calls": int(counts.get("not_calls", 0)), "spans_other": spans_other}
+            "blank": blank + _blank_before(win, defer, first_line), "quarantined": quarantined,
+            "not_calls": not_calls, "spans_other": spans_other}
 
 
 def _unfold_spans(store: Store, span_sql: str, map_params: list[Any], ctx: dict[str, Any]) -> tuple[int, int]:
