@@ -203,6 +203,7 @@ FROM _final x JOIN fresh n ON n.line_no = x.line_no AND n.part = x.part
 
 # A quarantined line has the same identity as a run (digest + occurrence in its file): read again (a rewritten,
 # renamed or recompressed file), it is a duplicate, not a second quarantine row.
+QUARANTINE_WHERE = "kind IN ('invalid', 'not_object', 'too_long') OR (kind = 'object' AND shape IS NULL)"
 QUARANTINE_SQL = """
 INSERT INTO quarantine
 SELECT $file, q.line_no, byte_offset, reason, detail, left(line, $cap), nbytes, $ingest_id, k.h, k.h2, k.occ FROM (
@@ -223,10 +224,10 @@ SELECT $file, q.line_no, byte_offset, reason, detail, left(line, $cap), nbytes, 
               || 'response.created before it in this file: the start of its stream is missing'
          ELSE 'JSON object with no recognisable fields (keys: ' ||
               coalesce(array_to_string(json_keys(line)[1:12], ', '), '') || ')' END AS detail
-  FROM _final WHERE kind IN ('invalid', 'not_object', 'too_long') OR (kind = 'object' AND shape IS NULL)
+  FROM _final WHERE __QUARANTINE_WHERE__
 ) q JOIN _keys k ON k.line_no = q.line_no AND k.part = 0
 ANTI JOIN quarantine x ON x.line_hash = k.h AND x.line_hash2 = k.h2 AND x.line_occ = k.occ
-"""
+""".replace("__QUARANTINE_WHERE__", QUARANTINE_WHERE)
 
 
 def compile_insert_sql(cfg: Config) -> tuple[tuple[str, str, str], list[Any]]:
@@ -317,14 +318,16 @@ def _process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tupl
                     store.run("DROP VIEW _final")
 
 
-# A window's lines by what they hold (blank, no model call, records), and the rows the quarantine may take.
+# A window's lines by what they hold (blank, no model call, records), the records the quarantine may take (a
+# quarantined line is not a duplicate) and the rows QUARANTINE_SQL reads.
 WINDOW_COUNTS_SQL = """
 SELECT count(DISTINCT line_no) FILTER (WHERE kind = 'blank'),
        count(DISTINCT line_no) FILTER (WHERE kind IS DISTINCT FROM 'blank' AND shape = '_none'),
        count(DISTINCT line_no) FILTER (WHERE kind IS DISTINCT FROM 'blank' AND shape <> '_none'),
-       count(*) FILTER (WHERE kind <> 'blank' AND shape IS NULL)
+       count(*) FILTER (WHERE kind <> 'blank' AND shape IS NULL),
+       count(*) FILTER (WHERE __QUARANTINE_WHERE__)
 FROM _final
-"""
+""".replace("__QUARANTINE_WHERE__", QUARANTINE_WHERE)
 
 # Rows of a window after which ``_final`` is rewritten (stream events assembled, OTLP spans unfolded), so must be a
 # table; other windows read their parsed rows where they are.
@@ -349,9 +352,10 @@ def _after_parse(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[s
     if not plain and store.scalar("SELECT count(*) FROM _final WHERE shape = 'otlp'"):
         spans, spans_other = _unfold_spans(store, final_sql[2], map_params, ctx)
     store.run(KEYS_SQL)
-    # lines, not records (the spans of one OTLP line are records of one line); quarantinable: records
-    blank, not_calls, records, quarantinable = (int(v) for v in store.rows(WINDOW_COUNTS_SQL)[0])
-    quarantined = int(store.rows(QUARANTINE_SQL, params)[0][0])
+    # lines, not records (the spans of one OTLP line are records of one line); quarantinable: records;
+    # candidates: the rows QUARANTINE_SQL reads (most windows have none, and its joins then cost for nothing)
+    blank, not_calls, records, quarantinable, candidates = (int(v) for v in store.rows(WINDOW_COUNTS_SQL)[0])
+    quarantined = int(store.rows(QUARANTINE_SQL, params)[0][0]) if candidates else 0
     before = ctx["next_rid"]
     inserted = int(store.rows(INSERT_RUNS_SQL, {"next_rid": before, "mtime": ctx["mtime_ts"], "file": ctx["file"],
                                                 "ingest_id": ctx["ingest_id"]})[0][0])
