@@ -20,7 +20,7 @@ from runaudit.classify import classify
 from runaudit.config import Config
 from runaudit.ingest import ingest
 from runaudit.store import Store
-from tests.conftest import age
+from tests.conftest import age, flat
 
 SID = "5f0c9a7e-2b1d-4c43-9a51-0d3e7f6b2a10"
 
@@ -566,3 +566,33 @@ def test_transcript_being_written_is_held_until_its_reply_ends(store: Store, tmp
     res = ingest(store, [p])
     assert (res.runs_added, res.held, res.quarantined) == (1, 0, 0)
     assert store.scalar("SELECT response_text FROM runs") == "Fixed 3 files."
+
+
+def test_a_log_that_starts_like_sqlite_is_read_as_lines(store: Store, tmp_path: Path) -> None:
+    """Only a whole SQLite header makes a file a database: a log whose first bytes are the magic string (and
+    nothing a database header holds after it) is read line by line, each line accounted for."""
+    import shutil
+
+    from runaudit.ingest.llm_db import is_sqlite
+
+    log = tmp_path / "odd.jsonl"
+    log.write_bytes(b"SQLite format 3\x00" + b"\n" + json.dumps(flat(run_id="a")).encode() + b"\n")
+    res = ingest(store, [age(log)])
+    accounted(res)
+    assert not res.errors and (res.lines, res.runs_added, res.quarantined) == (2, 1, 1)
+    short = tmp_path / "short.jsonl"
+    short.write_bytes(b"SQLite format 3\x00")  # the magic alone, no newline
+    res = ingest(store, [age(short)])
+    # the same bytes as the first line of odd.jsonl, already quarantined: a duplicate
+    assert not res.errors and (res.lines, res.duplicates) == (1, 1)
+    # a real database, and one whose header is whole but whose body is cut off
+    db = tmp_path / "logs.db"
+    make_llm_db(db, LLM_ENTRIES[:1])
+    assert is_sqlite(str(db))
+    cut = tmp_path / "cut.db"
+    shutil.copy(db, cut)
+    with cut.open("r+b") as f:
+        f.truncate(100)
+    assert is_sqlite(str(cut))
+    res = ingest(store, [cut])
+    assert res.errors and res.lines == 0

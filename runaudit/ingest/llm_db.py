@@ -31,12 +31,20 @@ _FIELDS = ("id", "model", "resolved_model", "prompt", "system", "prompt_json", "
 
 
 def is_sqlite(path: str) -> bool:
-    """Whether the file is a SQLite database (by its header)."""
+    """Whether the file is a SQLite database, by its 100-byte header: the magic string and the fields the file
+    format fixes (https://www.sqlite.org/fileformat.html#the_database_header). A text log whose first bytes happen
+    to be the magic string is read as a log, its lines accounted for; a database whose header is whole but whose
+    body is damaged is still a clear error."""
     try:
         with open(path, "rb") as f:
-            return f.read(16) == MAGIC
+            head = f.read(100)
     except OSError:
         return False
+    if len(head) < 100 or head[:16] != MAGIC:
+        return False
+    page = int.from_bytes(head[16:18], "big")
+    return ((page == 1 or (512 <= page <= 32768 and page & (page - 1) == 0))
+            and head[18] in (1, 2) and head[19] in (1, 2) and head[21:24] == bytes((64, 32, 32)))
 
 
 def _connect(path: str) -> sqlite3.Connection:
