@@ -194,6 +194,32 @@ def test_openai_streams_across_window_boundaries(store: Store, tmp_path: Path, m
 
 
 
+@pytest.mark.parametrize("window", [None, 150, 700])
+@pytest.mark.parametrize("name", ["anthropic", "openai_chat", "openai_responses"])
+def test_a_stream_ending_on_an_unterminated_last_line_is_one_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, window: int | None) -> None:
+    """A log whose last line has no newline (a writer that does not end the file with one) holds the last event
+    of its last stream there. The stream is one run, as with the newline: that line used to be read as a window
+    of its own, which ended the stream one event early (two runs, the first without its stop reason)."""
+    events = {"anthropic": [flat(run_id="before")] + REFUSAL + OK,
+              "openai_chat": [flat(run_id="before")] + CHAT_REFUSAL + CHAT_OK[:4],
+              "openai_responses": [flat(run_id="before")] + RESP_TRUNC + RESP_OK}[name]
+    if window:
+        monkeypatch.setattr(reader, "WINDOW_BYTES", window)
+    got = []
+    for tail in ("\n", ""):
+        log = tmp_path / f"s{len(got)}.jsonl"
+        log.write_text("\n".join(json.dumps(e) for e in events) + tail, encoding="utf-8")
+        with Store.open(":memory:") as store:
+            res = ingest(store, [age(log)])
+            classify(store, Config())
+            assert (res.lines, res.ingested, res.quarantined, res.held) == (len(events), len(events), 0, 0)
+            got.append((res.runs_added, store.rows(
+                "SELECT r.run_id, r.source_line, r.response_text, r.stop_reason, c.rule_code "
+                "FROM runs r JOIN classifications c USING (rid) ORDER BY r.source_line")))
+    assert got[0] == got[1] and got[0][0] == 3
+
+
 def test_raw_sse_text_is_read(store: Store, tmp_path: Path) -> None:
     """Raw SSE as captured from the wire: data lines are the events, framing lines count as blank."""
     sse = tmp_path / "stream.jsonl"

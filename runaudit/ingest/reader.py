@@ -566,9 +566,11 @@ def _windows(f: IO[bytes], offset: int, line_no: int, window: int, max_line: int
                     return
                 continue
             fill = cut  # the window ends before the line still being written
-        if cut == 0:
-            cut = fill  # last line of the file, without a newline
-        elif cut > 1:
+        if eof and cut < fill:
+            # the file's last line, without a newline, is read with the lines before it: a window of its own
+            # ended a stream whose last event it holds (one stream made two runs) and cost a parse of its own
+            cut = fill
+        if cut > 1:
             cut = _limit_lines(buf, cut, MAX_WINDOW_LINES)
         unterminated = cut == fill and buf[cut - 1] != 10
         turn ^= 1
