@@ -137,3 +137,20 @@ def test_a_small_files_buffers_read_the_windows_a_full_buffer_reads(tmp_path: Pa
     assert sizes and sizes[0] == len(body)  # the file's size was read, and used
     assert len({repr(v) for v in runs.values()}) == 1
     assert bool(runs["whole", False][1]) == bool(seed % 2)
+
+
+def test_sqlite_and_compressed_files_are_told_as_ingest_tells_them(tmp_path: Path) -> None:
+    """A SQLite database is left out by its header, whatever its name; a log named .db is a log; .gz is left out."""
+    import sqlite3
+
+    db = tmp_path / "logs.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    log_db = tmp_path / "run.db"
+    log_db.write_text(json.dumps(flat(run_id="a")) + "\n")
+    gz = tmp_path / "x.jsonl.gz"
+    gz.write_bytes(gzip.compress(log_db.read_bytes()))
+    sizes = {p.name: small_files.candidate_size(str(p), set()) for p in (db, log_db, gz)}
+    assert sizes == {"logs.sqlite": None, "run.db": log_db.stat().st_size, "x.jsonl.gz": None}

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runaudit.ingest import document, reader
+from runaudit.ingest import document, llm_db, reader
 from runaudit.ingest.window import has_big_line, parse_rows
 from runaudit.store import Store
 
@@ -30,8 +30,8 @@ _SHIFT = 40
 
 @dataclass
 class Parsed:
-    """A file's windows as read here (one, or two when its last line has no newline: the reader gives that line a
-    window of its own), each with its parsed rows and their DuckDB types (``Window.prepared``)."""
+    """A file's windows as read here (one, or two when it holds more lines than a window may:
+    ``reader.MAX_WINDOW_LINES``), each with its parsed rows and their DuckDB types (``Window.prepared``)."""
 
     windows: list[tuple[pa.Table, tuple[pa.Table, list[str]]]]
 
@@ -46,14 +46,14 @@ class Parsed:
 
 def candidate_size(path: str, known: set[str]) -> int | None:
     """The size of a file this module may parse ahead (plain: not compressed, not llm's SQLite; new; small; not
-    empty), else None."""
-    if path in known or path.endswith(".gz") or path.endswith(".db"):
+    empty), else None. Compressed and SQLite are told as ingest tells them (by the name, and by the header)."""
+    if path in known or path.endswith(".gz"):
         return None
     try:
         size = os.path.getsize(path)
     except OSError:
         return None
-    return size if 0 < size <= SMALL_FILE_BYTES else None
+    return size if 0 < size <= SMALL_FILE_BYTES and not llm_db.is_sqlite(path) else None
 
 
 def _windows(path: str, max_line: int) -> list[reader.Window]:
