@@ -335,15 +335,15 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
     database)."""
     from runaudit.classify import _classify_sql
     from runaudit.engine import RESULT_SQL
-    from runaudit.ingest.window import INSERT_RUNS_SQL, KEYS_SQL, RUN_COLUMNS
+    from runaudit.ingest.window import FRESH_SQL, INSERT_RUNS_SQL, KEYS_SQL, RUN_COLUMNS
 
     final = _final_body(cfg)
     keys = _body(KEYS_SQL, r"CREATE OR REPLACE TEMP TABLE _keys AS")
-    if "ANTI JOIN runs r" not in INSERT_RUNS_SQL:
-        raise AssertionError("INSERT_RUNS_SQL no longer reads the runs it skips as `runs r`")
-    new = inline_params(_body(INSERT_RUNS_SQL, r"INSERT INTO runs \([^)]*\)").replace("ANTI JOIN runs r",
-                                                                                   "ANTI JOIN _no_runs r"),
-                        {"next_rid": 0, "ingest_id": 1}, keep=_PER_CALL)
+    if "ANTI JOIN runs r" not in FRESH_SQL:
+        raise AssertionError("FRESH_SQL no longer reads the runs it skips as `runs r`")
+    fresh = inline_params(_body(FRESH_SQL, r"CREATE OR REPLACE TEMP TABLE _fresh AS").replace(
+        "ANTI JOIN runs r", "ANTI JOIN _no_runs r"), {"next_rid": 0})
+    new = inline_params(_body(INSERT_RUNS_SQL, r"INSERT INTO runs \([^)]*\)"), {"ingest_id": 1}, keep=_PER_CALL)
     run_cols = [c.strip() for c in RUN_COLUMNS.split(",")] + ["record_hash2", "record_occ"]
     cls_sql, cls_params = _classify_sql(cfg, reuse=False, staged=False)
     cls = inline_params(_body(cls_sql, r"INSERT INTO classifications"),
@@ -357,6 +357,7 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
 ), _keys AS ({keys}
 ), _no_runs AS (SELECT NULL::UBIGINT AS record_hash, NULL::UBIGINT AS record_hash2, NULL::INTEGER AS record_bytes,
                        NULL::INTEGER AS record_occ WHERE false
+), _fresh AS ({fresh}
 ), runs AS ({_typed(store, "runs", new, run_cols)}
 ), judge_runs AS (SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS content_hash WHERE false
 ), judge_verdicts AS (SELECT NULL::VARCHAR AS content_hash, NULL::VARCHAR AS verdict, NULL::TIMESTAMP AS judged_at

@@ -122,3 +122,45 @@ def test_the_side_connection_has_the_store_session_settings(tmp_path: Path) -> N
         with s.side() as side:
             assert side.scalar("SELECT current_setting('TimeZone')") == "UTC"
             assert side.scalar("SELECT current_setting('enable_progress_bar')") is False
+
+
+def _has(node: dict[str, Any], name: str) -> bool:
+    """Whether the plan ``node`` or one below it is an operator ``name`` or scans a table of that name."""
+    table = str(node.get("extra_info", {}).get("Table", ""))
+    return name in node["name"] or table.endswith(name) or any(_has(c, name) for c in node.get("children", []))
+
+
+def test_the_insert_streams_the_parsed_rows_through_its_join(tmp_path: Path) -> None:
+    """A window parsed ahead is a view over Arrow rows whose count DuckDB does not know (it estimates 1): left to
+    the optimizer, the insert's join built its hash table on those rows, a copy of every parsed column. Planned
+    as the window plans it (``INSERT_PLAN``), the parsed rows are the probe side and the narrow ``_fresh`` the
+    build side; the runs stored are checked against the caller's parse by the test above."""
+    from runaudit.config import Config
+    from runaudit.ingest import window as w
+
+    log = tmp_path / "a.jsonl"
+    log.write_text("\n".join(json.dumps(flat(run_id=str(i))) for i in range(50)) + "\n")
+    with Store.open(str(tmp_path / "x.duckdb")) as store:
+        sqls, params = w.compile_insert_sql(Config())
+        win = next(reader.iter_windows(reader.open_log(str(log))))
+        rows, types = w.parse_rows(store, win.table, sqls[0], params)
+        cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in zip(rows.column_names, types, strict=True))
+        with store.slot("_parsed", rows):
+            store.run(f"CREATE TEMP VIEW _final AS SELECT {cols} FROM _parsed")
+            store.run(w.OCC_INIT_SQL)
+            store.run(w.KEYS_SQL)
+            store.run(w.FRESH_SQL, {"next_rid": 0})
+            args = {"mtime": "2026-01-01", "file": str(log), "ingest_id": 1}
+            with store.setting(*w.INSERT_PLAN, ""):
+                plan = json.loads(store.rows("EXPLAIN (FORMAT json) " + w.INSERT_RUNS_SQL, args)[0][1])
+                assert store.rows(w.INSERT_RUNS_SQL, args)[0][0] == 50
+        assert store.scalar("SELECT count(DISTINCT run_id) FROM runs") == 50
+
+    def joins(node: dict[str, Any]) -> list[dict[str, Any]]:
+        own = [node] if node["name"] == "HASH_JOIN" else []
+        return own + [j for c in node.get("children", []) for j in joins(c)]
+
+    (join,) = joins(plan[0])
+    probe, build = join["children"]
+    assert _has(probe, "ARROW_SCAN") and not _has(build, "ARROW_SCAN")
+    assert _has(build, "_fresh") and not _has(probe, "_fresh")
