@@ -145,8 +145,9 @@ def _classify_sql(cfg: Config, reuse: bool, prefix: bool = False,
     leaf_ctes, leaf_join = "", ""
     if leaf_stages:
         # fresh is read twice, inlined each time (the leaves' copy keeps only rid and the payload columns):
-        # materialised, it would hold a batch's prompts and replies in memory
-        leaf_ctes = (f"_l0 AS (SELECT rid, unnest(leaves) AS v FROM fresh WHERE leaves IS NOT NULL), "
+        # materialised, it would hold a batch's prompts and replies in memory. No `WHERE leaves IS NOT NULL`: a
+        # NULL list unnests to no row anyway, and the filter computed every run's leaves a second time.
+        leaf_ctes = (f"_l0 AS (SELECT rid, unnest(leaves) AS v FROM fresh), "
                      f"{_stage_ctes('_l', '_l0', leaf_stages)}"
                      f"_lmax AS (SELECT rid, max({score}) AS leaf_score FROM _l{len(leaf_stages)} GROUP BY rid), ")
         leaf_join = f" LEFT JOIN _lmax lm ON lm.rid = {stage_from}.rid"
