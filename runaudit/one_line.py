@@ -342,7 +342,7 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
     if "ANTI JOIN runs r" not in FRESH_SQL:
         raise AssertionError("FRESH_SQL no longer reads the runs it skips as `runs r`")
     fresh = inline_params(_body(FRESH_SQL, r"CREATE OR REPLACE TEMP TABLE _fresh AS").replace(
-        "ANTI JOIN runs r", "ANTI JOIN _no_runs r"), {"next_rid": 0})
+        "ANTI JOIN runs r", "ANTI JOIN _no_runs r"), {"next_rid": 0, "rid0": 0})
     new = inline_params(_body(INSERT_RUNS_SQL, r"INSERT INTO runs \([^)]*\)"), {"ingest_id": 1}, keep=_PER_CALL)
     run_cols = [c.strip() for c in RUN_COLUMNS.split(",")] + ["record_hash2", "record_occ"]
     cls_sql, cls_params = _classify_sql(cfg, reuse=False, staged=False)
@@ -355,8 +355,8 @@ def compile_one_line_sql(store: Store, cfg: Config, ruleset: str) -> str:
 {_ARGS_CTE}, _final AS ({final}
 ), _occ AS (SELECT NULL::UBIGINT AS h, NULL::UBIGINT AS h2, NULL::BIGINT AS n WHERE false
 ), _keys AS ({keys}
-), _no_runs AS (SELECT NULL::UBIGINT AS record_hash, NULL::UBIGINT AS record_hash2, NULL::INTEGER AS record_bytes,
-                       NULL::INTEGER AS record_occ WHERE false
+), _no_runs AS (SELECT NULL::BIGINT AS rid, NULL::UBIGINT AS record_hash, NULL::UBIGINT AS record_hash2,
+                       NULL::INTEGER AS record_bytes, NULL::INTEGER AS record_occ WHERE false
 ), _fresh AS ({fresh}
 ), runs AS ({_typed(store, "runs", new, run_cols)}
 ), judge_runs AS (SELECT NULL::BIGINT AS rid, NULL::VARCHAR AS content_hash WHERE false

@@ -66,6 +66,28 @@ def test_same_content_in_another_file_is_a_duplicate(store: Store, tmp_path: Pat
     assert res.ingested == 0 and res.duplicates == 3
 
 
+@pytest.mark.parametrize("window", [None, 300])
+def test_a_copy_read_in_the_same_ingest_is_a_duplicate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       window: int | None) -> None:
+    """Each pass over a file looks for its records among the runs stored before the pass began (those it adds
+    itself cannot be one of them): a copy read right after its original, in the same call and over many windows,
+    is all duplicates. A file holding six of those records twice: the first six are duplicates, the second six
+    are calls of their own (two identical lines of one log are two calls), whichever window they fall in."""
+    from runaudit.ingest import reader
+
+    if window:
+        monkeypatch.setattr(reader, "WINDOW_BYTES", window)
+    recs = [flat(run_id=str(i)) for i in range(12)]
+    a = write_jsonl(tmp_path / "a.jsonl", recs)
+    copy = write_jsonl(tmp_path / "b.jsonl", recs)
+    twice = write_jsonl(tmp_path / "c.jsonl", recs[:6] + recs[:6])
+    with Store.open(str(tmp_path / "x.duckdb")) as store:
+        res = ingest(store, [a, copy, twice])
+        assert (res.ingested, res.duplicates) == (18, 18)
+        assert store.rows("SELECT source_file, count(*), min(record_occ), max(record_occ) FROM runs "
+                          "GROUP BY ALL ORDER BY 1") == [(str(a.resolve()), 12, 1, 1), (str(twice.resolve()), 6, 2, 2)]
+
+
 def test_rewritten_file_is_reread_with_dedupe(store: Store, tmp_path: Path) -> None:
     log = write_jsonl(tmp_path / "a.jsonl", [flat(run_id="1"), flat(run_id="2")])
     ingest(store, [log])

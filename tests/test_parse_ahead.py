@@ -149,7 +149,7 @@ def test_the_insert_streams_the_parsed_rows_through_its_join(tmp_path: Path) -> 
             store.run(f"CREATE TEMP VIEW _final AS SELECT {cols} FROM _parsed")
             store.run(w.OCC_INIT_SQL)
             store.run(w.KEYS_SQL)
-            store.run(w.FRESH_SQL, {"next_rid": 0})
+            store.run(w.FRESH_SQL, {"next_rid": 0, "rid0": 0})
             args = {"mtime": "2026-01-01", "file": str(log), "ingest_id": 1}
             with store.setting(*w.INSERT_PLAN, ""):
                 plan = json.loads(store.rows("EXPLAIN (FORMAT json) " + w.INSERT_RUNS_SQL, args)[0][1])
