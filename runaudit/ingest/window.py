@@ -371,7 +371,9 @@ def _after_parse(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[s
     before = ctx["next_rid"]
     ctx.setdefault("rid0", before)  # the first window of the pass: the runs stored before it (FRESH_SQL)
     store.run(FRESH_SQL, {"next_rid": before, "rid0": ctx["rid0"]})
-    with store.setting(*INSERT_PLAN, str(store.scalar(f"SELECT current_setting('{INSERT_PLAN[0]}')"))):
+    if "plan0" not in ctx:  # the setting as the pass found it, restored after each insert
+        ctx["plan0"] = str(store.scalar(f"SELECT current_setting('{INSERT_PLAN[0]}')"))
+    with store.setting(*INSERT_PLAN, ctx["plan0"]):
         inserted = int(store.rows(INSERT_RUNS_SQL, {"mtime": ctx["mtime_ts"], "file": ctx["file"],
                                                     "ingest_id": ctx["ingest_id"]})[0][0])
     ctx["next_rid"] = before + inserted
