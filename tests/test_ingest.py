@@ -631,3 +631,33 @@ def test_identical_lines_are_counted_across_windows(tmp_path: Path, monkeypatch:
         copy.write_bytes(log.read_bytes())
         assert ingest(store, [copy]).as_dict()["duplicates"] == len(lines) + 4
         assert store.scalar("SELECT count(*) FROM runs") == before
+
+
+@pytest.mark.parametrize("window", [None, 200])
+def test_an_append_counts_on_from_lines_the_file_did_not_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              window: int | None) -> None:
+    """A file whose first part stored no run of some lines (duplicates of another file's runs, a quarantined line,
+    a line with no model call) goes on counting them when it grows: the appended second occurrence of a line is a
+    call of its own, as when the whole file is read at once. Counted from its own runs only, it was taken for a
+    duplicate of the other file's first occurrence, and the call was lost."""
+    from runaudit.ingest import reader
+
+    if window:
+        monkeypatch.setattr(reader, "WINDOW_BYTES", window)
+    err = json.dumps({"error": {"type": "overloaded_error", "message": "Overloaded"}})
+    none = json.dumps({"type": "summary", "summary": "a session title", "leafUuid": "u1"})
+    first = [json.dumps(flat(run_id="r1")), err, "garbage", none, json.dumps(flat(run_id="r2"))]
+    later = [err, "garbage", none, json.dumps(flat(run_id="r3")), err]
+    a = write_jsonl(tmp_path / "a.jsonl", first)
+    b = write_jsonl(tmp_path / "b.jsonl", first)
+    with Store.open(str(tmp_path / "grown.duckdb")) as grown:
+        ingest(grown, [a, b])
+        with b.open("a") as f:
+            f.write("\n".join(later) + "\n")
+        res = ingest(grown, [b])
+        assert res.files_appended == 1
+        assert (res.ingested, res.quarantined) == (3, 1), res.as_dict()
+        got = _identities(grown)
+    with Store.open(str(tmp_path / "whole.duckdb")) as whole:
+        ingest(whole, [a, b])
+        assert _identities(whole) == got

@@ -30,7 +30,14 @@ from runaudit.ingest.reader import (
     prefix_digest,
 )
 from runaudit.ingest.small_files import GroupParser, Parsed
-from runaudit.ingest.window import OCC_APPEND_SQL, OCC_INIT_SQL, compile_insert_sql, parse_window, process_window
+from runaudit.ingest.window import (
+    OCC_APPEND_SQL,
+    OCC_INIT_SQL,
+    UNSTORED_COUNTS_SQL,
+    compile_insert_sql,
+    parse_window,
+    process_window,
+)
 from runaudit.store import Store
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
@@ -256,6 +263,8 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
         store.run(OCC_INIT_SQL)
         if res.mode == "appended":
             store.run(OCC_APPEND_SQL, {"file": path})
+        else:
+            store.run("DELETE FROM line_counts WHERE path = ?", [path])  # counts of the file's former content
         try:
             if start_off:
                 f.seek(start_off)
@@ -288,6 +297,7 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                 for win in wins:
                     ctx["line0"] = lines
                     c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
+                    store.run(UNSTORED_COUNTS_SQL, {"file": path})
                     for k in counts:
                         counts[k] += c[k]
                     if c["defer"]:

@@ -167,10 +167,23 @@ FROM k LEFT JOIN kd ON kd.line_no = k.line_no AND kd.part = k.part LEFT JOIN see
 # only grow). With a primary key, INSERT OR REPLACE kept an index over every digest of the file: 1M distinct
 # lines cost ~1.8 s of index upkeep and a 48 MB index held until the file was done.
 OCC_INIT_SQL = "CREATE OR REPLACE TEMP TABLE _occ (h UBIGINT, h2 UBIGINT, n BIGINT)"
-# An appended file goes on counting from the runs its earlier part made.
+# An appended file goes on counting from its earlier part: the runs it made, and the lines of which it stored no
+# run (UNSTORED_COUNTS_SQL). From its runs alone, a file whose earlier part was all duplicates of another file
+# counted again from 1, and the appended second occurrence of a line was taken for a duplicate of the first.
 OCC_APPEND_SQL = """
-INSERT INTO _occ SELECT record_hash, record_hash2, max(record_occ) FROM runs
-WHERE source_file = $file AND record_hash2 IS NOT NULL GROUP BY ALL
+INSERT INTO _occ SELECT h, h2, max(n) FROM (
+  SELECT record_hash AS h, record_hash2 AS h2, record_occ AS n FROM runs
+  WHERE source_file = $file AND record_hash2 IS NOT NULL
+  UNION ALL
+  SELECT h, h2, n FROM line_counts WHERE path = $file
+) GROUP BY ALL
+"""
+# After a window of a file is stored: the counts of its lines that are not runs of this file (a duplicate, a
+# quarantined line, a line with no model call), kept in ``line_counts`` for the file's next append.
+UNSTORED_COUNTS_SQL = """
+INSERT INTO line_counts
+SELECT $file, k.h, k.h2, max(k.occ) FROM _keys k ANTI JOIN _fresh f ON f.line_no = k.line_no AND f.part = k.part
+GROUP BY ALL
 """
 OCC_UPDATE_SQL = "INSERT INTO _occ SELECT h, h2, max(occ) FROM _keys GROUP BY ALL"
 

@@ -217,4 +217,15 @@ def m007_sessions(con: Any) -> None:
     con.execute(AUDIT_VIEW_SQL_V7)
 
 
+
+@migration
+def m008_line_counts(con: Any) -> None:
+    """``line_counts``: how many times a line occurred in a file (its digest, as ``runs.record_hash`` and
+    ``record_hash2``) where the file stored no run of it: duplicates of runs of other files, quarantined lines,
+    lines that hold no model call. With the file's own runs they let an appended file go on counting identical
+    lines where it stopped (``ingest.window.OCC_APPEND_SQL``). Empty for files ingested before it."""
+    con.execute("CREATE TABLE line_counts (path VARCHAR NOT NULL, h UBIGINT NOT NULL, h2 UBIGINT NOT NULL, "
+                "n BIGINT NOT NULL)")
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
