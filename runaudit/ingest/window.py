@@ -191,8 +191,8 @@ OCC_UPDATE_SQL = "INSERT INTO _occ SELECT h, h2, max(occ) FROM _keys GROUP BY AL
 # joins the window's parsed rows to this narrow table, and probes with the parsed rows (see INSERT_PLAN).
 # Only runs stored before this pass over the file ($rid0: the highest rid when it began) can hold one of them: the
 # runs it added itself are other lines, or other occurrences of the same line (``_occ``), never the same record.
-# Without that bound each window read every run of the file so far: 25 windows of 1M runs ~1.2 s, growing with
-# the square of the file.
+# Without that bound each window read every run of the file so far, a cost growing with the square of the file
+# (measured alone: a 40k-record window against 1M stored runs 11.8 ms, against none 2.9 ms).
 FRESH_SQL = """
 CREATE OR REPLACE TEMP TABLE _fresh AS
 SELECT f.line_no, f.part, f.h, f.h2, f.blen, f.occ, $next_rid + row_number() OVER (ORDER BY f.line_no, f.part) AS rid

@@ -217,7 +217,6 @@ def m007_sessions(con: Any) -> None:
     con.execute(AUDIT_VIEW_SQL_V7)
 
 
-
 @migration
 def m008_line_counts(con: Any) -> None:
     """``line_counts``: how many times a line occurred in a file (its digest, as ``runs.record_hash`` and
