@@ -118,6 +118,31 @@ def test_odd_but_readable_values(store: Store, tmp_path: Path) -> None:
     assert rows["big"]["n"] == len(big)
 
 
+@pytest.mark.parametrize(("text", "want"), [
+    ("2024-01-02T03:04:05Z", "2024-01-02 03:04:05"),
+    ("2024-01-02 03:04:05.123456+05:30", "2024-01-01 21:34:05.123456"),
+    ("2024-01-02T03:04:05.1234567-08:00", "2024-01-02 11:04:05.123456"),
+    (" 2024-06-01T12:00:00+02 ", "2024-06-01 10:00:00"),
+    ("2024-06-01T12:00:00 America/New_York", "2024-06-01 16:00:00"),
+    ("2024-06-01 12:00:00 CET", "2024-06-01 10:00:00"),
+    ("2024-03-10T02:30:00", "2024-03-10 02:30:00"),  # no offset: UTC (no daylight-saving gap)
+    ("2024-01-02", "2024-01-02 00:00:00"),
+    ("2200-01-01T00:00:00+01:00", "2199-12-31 23:00:00"),
+    ("2200-01-01T00:00:00-01:00", None), ("1969-12-31T23:59:59Z", None), ("infinity", None), ("-infinity", None),
+    ("294247-01-01", None), ("1000-01-01 BC", None), ("2024-02-30", None), ("last tuesday", None),
+])
+def test_a_logged_date_time_is_its_instant_in_utc(store: Store, text: str, want: str | None) -> None:
+    """The time parse reads a date-time text as its instant in UTC (a text without an offset is UTC), as
+    ``timezone('UTC', text::TIMESTAMPTZ)`` does, inside 1970-2200; outside, or unreadable, no time."""
+    from runaudit.ingest.window import ts_parse_sql
+
+    got, same = store.rows(f"SELECT ({ts_parse_sql('x')})::VARCHAR, ({ts_parse_sql('x')}) IS NOT DISTINCT FROM "
+                           "list_filter([try(timezone('UTC', try_cast(trim(x) AS TIMESTAMPTZ)))], lambda v: "
+                           "v BETWEEN TIMESTAMP '1970-01-01' AND TIMESTAMP '2200-01-01')[1] FROM (SELECT ? AS x)",
+                           [text])[0]
+    assert got == want and same
+
+
 def test_line_endings_and_edge_whitespace_do_not_change_the_record(store: Store, tmp_path: Path) -> None:
     """LF, CR LF, stray spaces, a BOM (at the start, or mid-file where two files were concatenated) or a missing
     final newline: the same record is one run, stored as written."""

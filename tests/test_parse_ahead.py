@@ -164,3 +164,57 @@ def test_the_insert_streams_the_parsed_rows_through_its_join(tmp_path: Path) -> 
     probe, build = join["children"]
     assert _has(probe, "ARROW_SCAN") and not _has(build, "ARROW_SCAN")
     assert _has(build, "_fresh") and not _has(probe, "_fresh")
+
+
+def test_the_parse_is_planned_once_for_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader's thread plans the parse statement once per file and runs that plan for every window
+    (``Store.arrow_over``). Were DuckDB to plan it again at a run, it would not find ``_chunk`` and the window
+    would be parsed over a registered view instead: none is."""
+    import runaudit.store.database as database
+
+    log = tmp_path / "a.jsonl"
+    log.write_text("\n".join(json.dumps(flat(run_id=str(i), ts=f"2026-03-01T10:00:{i % 60:02d}+02:00"))
+                             for i in range(200)) + "\n")
+    monkeypatch.setattr(reader, "WINDOW_BYTES", 3000)
+    calls = {"prepare": 0, "over": 0, "registered": 0}
+    prepare, over, registered = database._prepare_over, Store.arrow_over, Store._arrow_registered
+
+    def count(name: str, fn: Any) -> Any:
+        def counted(*a: Any) -> Any:
+            calls[name] += 1
+            return fn(*a)
+        return counted
+
+    monkeypatch.setattr(database, "_prepare_over", count("prepare", prepare))
+    monkeypatch.setattr(Store, "arrow_over", count("over", over))
+    monkeypatch.setattr(Store, "_arrow_registered", count("registered", registered))
+    with Store.open(tmp_path / "x.duckdb") as s:
+        assert ingest(s, [str(log)]).as_dict()["ingested"] == 200
+        assert s.scalar("SELECT count(*) FROM runs WHERE ts = TIMESTAMP '2026-03-01 08:00:59'") > 0
+    assert calls["over"] > 5
+    assert calls == {"prepare": 1, "over": calls["over"], "registered": 0}
+
+
+def test_a_statement_run_over_tables_reads_the_one_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registered = []
+    view = Store._arrow_registered
+    monkeypatch.setattr(Store, "_arrow_registered", lambda self, *a: registered.append(1) or view(self, *a))
+    with Store.open(tmp_path / "s.duckdb") as s:
+        sql = "SELECT sum(x) AS total, count(*) AS n FROM _chunk"
+        for i in range(3):
+            got, types = s.arrow_over(pa.table({"x": pa.array(range(i * 10, i * 10 + 5), pa.int64())}), sql)
+            assert got.to_pylist() == [{"total": sum(range(i * 10, i * 10 + 5)), "n": 5}]
+            assert types == ["HUGEINT", "BIGINT"]
+        # another schema: a plan of its own
+        got, _ = s.arrow_over(pa.table({"x": pa.array([1.5, 2.0])}), sql)
+        assert got.to_pylist() == [{"total": 3.5, "n": 2}]
+        assert not registered
+        # a statement DuckDB plans again at each run (timezone() does) is run over a registered view instead
+        tz = "SELECT timezone('UTC', max(x)::TIMESTAMPTZ)::VARCHAR AS t FROM _chunk"
+        for day in (1, 2):
+            got, _ = s.arrow_over(pa.table({"x": [f"2026-01-0{day} 10:00:00+01:00"]}), tz)
+            assert got.to_pylist() == [{"t": f"2026-01-0{day} 09:00:00"}]
+        assert len(registered) == 2
+        # the plans kept before are still the ones run
+        got, _ = s.arrow_over(pa.table({"x": pa.array([7], pa.int64())}), sql)
+        assert got.to_pylist() == [{"total": 7, "n": 1}] and len(registered) == 2
