@@ -166,15 +166,27 @@ def test_the_insert_streams_the_parsed_rows_through_its_join(tmp_path: Path) -> 
     assert _has(build, "_fresh") and not _has(probe, "_fresh")
 
 
-def test_the_parse_is_planned_once_for_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mapped", [False, True])
+def test_the_parse_is_planned_once_for_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              mapped: bool) -> None:
     """The reader's thread plans the parse statement once per file and runs that plan for every window
-    (``Store.arrow_over``). Were DuckDB to plan it again at a run, it would not find ``_chunk`` and the window
-    would be parsed over a registered view instead: none is."""
+    (``Store.arrow_over``), with ``[ingest.map]`` paths too (written into it as literals). Were DuckDB to plan it
+    again at a run, it would not find ``_chunk`` and the window would be parsed over a registered view instead:
+    none is. The runs stored are those of the caller's parse."""
     import runaudit.store.database as database
+    from runaudit.config import parse_config
+
+    cfg = parse_config({"ingest": {"map": {"text": "out.content", "task_id": "j.name", "ts": "when"}}}
+                       if mapped else {})
+
+    def rec(i: int) -> dict[str, Any]:
+        when = f"2026-03-01T10:00:{i % 60:02d}+02:00"
+        if mapped and i % 2:  # a custom shape, read through the map only
+            return {"j": {"name": f"it's {i % 3}"}, "when": when, "out": {"content": f"Answer {i}."}}
+        return flat(run_id=str(i), ts=when)
 
     log = tmp_path / "a.jsonl"
-    log.write_text("\n".join(json.dumps(flat(run_id=str(i), ts=f"2026-03-01T10:00:{i % 60:02d}+02:00"))
-                             for i in range(200)) + "\n")
+    log.write_text("\n".join(json.dumps(rec(i)) for i in range(200)) + "\n")
     monkeypatch.setattr(reader, "WINDOW_BYTES", 3000)
     calls = {"prepare": 0, "over": 0, "registered": 0}
     prepare, over, registered = database._prepare_over, Store.arrow_over, Store._arrow_registered
@@ -189,10 +201,18 @@ def test_the_parse_is_planned_once_for_a_file(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(Store, "arrow_over", count("over", over))
     monkeypatch.setattr(Store, "_arrow_registered", count("registered", registered))
     with Store.open(tmp_path / "x.duckdb") as s:
-        assert ingest(s, [str(log)]).as_dict()["ingested"] == 200
+        assert ingest(s, [str(log)], cfg).as_dict()["ingested"] == 200
         assert s.scalar("SELECT count(*) FROM runs WHERE ts = TIMESTAMP '2026-03-01 08:00:59'") > 0
+        if mapped:
+            assert s.scalar("SELECT count(*) FROM runs WHERE shape = 'custom' AND task_id = 'it''s 1' "
+                            "AND response_text LIKE 'Answer %'") > 0
+        got = s.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY rid")
     assert calls["over"] > 5
     assert calls == {"prepare": 1, "over": calls["over"], "registered": 0}
+    monkeypatch.setattr(files, "parse_window", lambda *a: None)
+    with Store.open(tmp_path / "caller.duckdb") as s:
+        ingest(s, [str(log)], cfg)
+        assert s.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY rid") == got
 
 
 def test_a_statement_run_over_tables_reads_the_one_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

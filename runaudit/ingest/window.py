@@ -303,8 +303,12 @@ def parse_window(side: Store, win: Any, final_sql: tuple[str, str, str], map_par
     if not win.table.num_rows or has_big_line(win.table):
         return None
     sql = final_sql[1] if win.sse else final_sql[0]
-    if map_params:  # a statement with parameters is planned again at every run: nothing to keep
-        return parse_rows(side, win.table, sql, map_params)
+    if map_params:
+        # DuckDB plans a statement with parameters again at every run: the [ingest.map] paths are written into
+        # it as literals, as the one-line statement writes them
+        from runaudit.one_line import inline_params
+
+        sql = inline_params(sql, {}, map_params)
     # planned once for the file, then run for each window (Store.arrow_over)
     return side.arrow_over(win.table, sql.strip()[len(FINAL_PREFIX):])
 
