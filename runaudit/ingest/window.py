@@ -296,10 +296,10 @@ def parse_rows(store: Store, table: Any, sql: str, map_params: list[Any]) -> Any
 
 
 def parse_window(side: Store, win: Any, final_sql: tuple[str, str, str], map_params: list[Any]) -> Any:
-    """The window's parse (:func:`parse_rows`) run on ``side``, a second connection (:meth:`Store.side`), in the
-    reader's thread while the store's own connection inserts the window before (ReadAhead's ``prepare``). The same
-    statement as :func:`process_window` runs, so the same rows. None for an empty window or one with a big line
-    (:func:`has_big_line`)."""
+    """The window's parse run on ``side``, a second connection (:meth:`Store.side`), in the reader's thread while
+    the store's own connection inserts the window before (ReadAhead's ``prepare``), as :func:`parse_rows` returns
+    it, through a plan made once per file (:meth:`Store.arrow_over`). The same statement as :func:`process_window`
+    runs, so the same rows. None for an empty window or one with a big line (:func:`has_big_line`)."""
     if not win.table.num_rows or has_big_line(win.table):
         return None
     sql = final_sql[1] if win.sse else final_sql[0]
