@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import gzip
 import json
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,16 @@ def test_parse_ahead_stores_what_the_callers_parse_stores(tmp_path: Path, monkey
 
     def counted(*a: Any) -> Any:
         out = parse_window(*a)
-        used.append(out is not None)
+        used.append((out is not None, threading.current_thread() is threading.main_thread()))
         return out
 
     monkeypatch.setattr(files, "parse_window", counted)
     ahead, got = ingested(tmp_path / "ahead.duckdb", [str(log)])
     # a file read in more than one window (or compressed: its size is unknown) is parsed in the reader's thread;
-    # a plain file of one window is parsed by the caller, as a second connection would only cost
-    assert any(used) == (gz or window > 0)
+    # a plain file of one window is parsed by the caller (a second connection would only cost), through the
+    # plan the store keeps for the ingest
+    assert any(done and not caller for done, caller in used) == (gz or window > 0)
+    assert any(done and caller for done, caller in used) == (not gz and window == 0)
     monkeypatch.setattr(files, "parse_window", lambda *a: None)
     inline, want = ingested(tmp_path / "inline.duckdb", [str(log)])
     assert ahead == inline
@@ -238,3 +241,31 @@ def test_a_statement_run_over_tables_reads_the_one_given(tmp_path: Path, monkeyp
         # the plans kept before are still the ones run
         got, _ = s.arrow_over(pa.table({"x": pa.array([7], pa.int64())}), sql)
         assert got.to_pylist() == [{"total": 7, "n": 1}] and len(registered) == 2
+
+
+def test_files_of_one_window_share_one_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of one window are parsed by the caller through the plan the store keeps for the ingest: planned once
+    for all of them, the same runs as parsing each with its own statement, and forgotten when the ingest ends."""
+    import runaudit.ingest.small_files as small_files
+    import runaudit.store.database as database
+
+    logs = []
+    for k in range(4):
+        log = tmp_path / f"d{k}.jsonl"
+        log.write_text("\n".join(json.dumps(flat(run_id=f"{k}-{i}", ts=f"2026-03-0{k + 1}T10:00:00+02:00"))
+                                 for i in range(30)) + f"\n{{oops {k}\n")
+        logs.append(str(log))
+    monkeypatch.setattr(small_files, "SMALL_FILE_BYTES", 0)  # each file on its own, not parsed in a group
+    prepared = []
+    prepare = database._prepare_over
+    monkeypatch.setattr(database, "_prepare_over", lambda *a: prepared.append(1) or prepare(*a))
+    with Store.open(tmp_path / "x.duckdb") as s:
+        res = ingest(s, logs).as_dict()
+        assert res["ingested"] == 120 and res["quarantined"] == 4
+        assert s.scalar("SELECT count(*) FROM duckdb_prepared_statements()") == 0
+        got = s.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY rid")
+    assert len(prepared) == 1
+    monkeypatch.setattr(files, "parse_window", lambda *a: None)
+    with Store.open(tmp_path / "caller.duckdb") as s:
+        ingest(s, logs)
+        assert s.rows("SELECT * EXCLUDE (ingest_id) FROM runs ORDER BY rid") == got

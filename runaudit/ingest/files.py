@@ -296,6 +296,10 @@ def _ingest_file(store: Store, path: str, cfg: Config, ingest_id: int, progress:
                     held=None if settled else held_tail, prepare=prepare)) as wins:
                 for win in wins:
                     ctx["line0"] = lines
+                    if not ahead and doc is None and win.prepared is None:
+                        # parsed here, through the plan the store keeps for the ingest: a file of one window
+                        # does not plan the statement again
+                        win.prepared = parse_window(store, win, final_sql, map_params)
                     c = process_window(store, win, ctx, final_sql, map_params, hold_open=not settled)
                     store.run(UNSTORED_COUNTS_SQL, {"file": path})
                     for k in counts:
@@ -384,6 +388,22 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
     ingest_id = int(store.scalar("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests"))
     final_sql, map_params = compile_insert_sql(cfg)
     groups = GroupParser(store, files, final_sql, map_params, cfg.max_line_bytes)
+    try:
+        _ingest_files(store, files, cfg, ingest_id, progress, final_sql, map_params, groups, result)
+    finally:
+        store.drop_plans()  # the parse statements planned for this ingest (parse_planned)
+    result.seconds = time.perf_counter() - t0
+    store.execute("INSERT INTO ingests VALUES (?, now()::TIMESTAMP - to_microseconds(?::BIGINT), now()::TIMESTAMP, "
+                  "?, ?, ?, ?, ?, ?)",
+                  [ingest_id, int(result.seconds * 1e6), result.files, result.lines, result.ingested,
+                   result.duplicates, result.blank, result.quarantined])
+    return result
+
+
+def _ingest_files(store: Store, files: list[str], cfg: Config, ingest_id: int, progress: ProgressFn | None,
+                  final_sql: tuple[str, str, str], map_params: list[Any], groups: GroupParser,
+                  result: IngestResult) -> None:
+    """Ingest each of ``files`` (in its own transaction), adding what it did to ``result``."""
     for path in files:
         try:
             if llm_db.is_sqlite(path):
@@ -416,9 +436,3 @@ def ingest(store: Store, paths: Iterable[str | os.PathLike[str]], cfg: Config | 
                 result.bytes += os.path.getsize(path)
             except OSError:
                 pass
-    result.seconds = time.perf_counter() - t0
-    store.execute("INSERT INTO ingests VALUES (?, now()::TIMESTAMP - to_microseconds(?::BIGINT), now()::TIMESTAMP, "
-                  "?, ?, ?, ?, ?, ?)",
-                  [ingest_id, int(result.seconds * 1e6), result.files, result.lines, result.ingested,
-                   result.duplicates, result.blank, result.quarantined])
-    return result

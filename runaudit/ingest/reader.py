@@ -72,8 +72,8 @@ class Window:
 
 
 # Bytes of lines per window (tests shrink it to cross window boundaries). Each window cost a fixed ~0.3 s, most of
-# it DuckDB planning the parse statement again (~0.2 s of binding and optimising); a file read ahead now plans it
-# once (Store.arrow_over), a file parsed in the caller's thread still for each window. Bigger windows were
+# it DuckDB planning the parse statement again (~0.2 s of binding and optimising); it is now planned once per file
+# read ahead, and once per ingest for the files the caller parses (window.parse_planned). Bigger windows were
 # measured with the checkpoint at Store.close() counted (2026-12-07, 1M realistic runs, interleaved): 128 MB windows
 # made ingest() 22.7 s against 30 s, but the close then took 4.5 s instead of 0.1 s and the database file was 489
 # MB against 262 MB (an insert of more than a row group writes row groups to the file at once, and the checkpoint

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runaudit.ingest import document, llm_db, reader
-from runaudit.ingest.window import has_big_line, parse_rows
+from runaudit.ingest.window import has_big_line, parse_planned
 from runaudit.store import Store
 
 SMALL_FILE_BYTES = 4 << 20  # a new plain file up to this size is parsed with others
@@ -87,7 +87,8 @@ def parse_group(store: Store, paths: list[str], final_sql: tuple[str, str, str],
     tables = [w.table.set_column(i, "line_no", pc.add(w.table["line_no"], k << _SHIFT))
               for k, (_, w) in enumerate(wins)]
     try:
-        rows, types = parse_rows(store, pa.concat_tables(tables), final_sql[0], map_params)
+        # through the plan the store keeps for the ingest: each group runs it, none plans it again
+        rows, types = parse_planned(store, pa.concat_tables(tables), final_sql[0], map_params)
     except Exception:  # noqa: BLE001 - each file is then parsed on its own, and meets the error there
         return {}
     group = pc.shift_right(rows["line_no"], _SHIFT)

@@ -296,21 +296,25 @@ def parse_rows(store: Store, table: Any, sql: str, map_params: list[Any]) -> Any
 
 
 def parse_window(side: Store, win: Any, final_sql: tuple[str, str, str], map_params: list[Any]) -> Any:
-    """The window's parse run on ``side``, a second connection (:meth:`Store.side`), in the reader's thread while
-    the store's own connection inserts the window before (ReadAhead's ``prepare``), as :func:`parse_rows` returns
-    it, through a plan made once per file (:meth:`Store.arrow_over`). The same statement as :func:`process_window`
-    runs, so the same rows. None for an empty window or one with a big line (:func:`has_big_line`)."""
+    """The window's parse (:func:`parse_planned`) run on ``side``: a second connection (:meth:`Store.side`), in the
+    reader's thread while the store's own connection inserts the window before (ReadAhead's ``prepare``), or the
+    store itself for a file of one window. The same statement as :func:`process_window` runs, so the same rows.
+    None for an empty window or one with a big line (:func:`has_big_line`)."""
     if not win.table.num_rows or has_big_line(win.table):
         return None
-    sql = final_sql[1] if win.sse else final_sql[0]
+    return parse_planned(side, win.table, final_sql[1] if win.sse else final_sql[0], map_params)
+
+
+def parse_planned(store: Store, table: Any, sql: str, map_params: list[Any]) -> Any:
+    """:func:`parse_rows`, through a plan ``store`` keeps for the statement (:meth:`Store.arrow_over`): planned
+    once, then only run for each table of lines."""
     if map_params:
         # DuckDB plans a statement with parameters again at every run: the [ingest.map] paths are written into
         # it as literals, as the one-line statement writes them
         from runaudit.one_line import inline_params
 
         sql = inline_params(sql, {}, map_params)
-    # planned once for the file, then run for each window (Store.arrow_over)
-    return side.arrow_over(win.table, sql.strip()[len(FINAL_PREFIX):])
+    return store.arrow_over(table, sql.strip()[len(FINAL_PREFIX):])
 
 
 def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],
