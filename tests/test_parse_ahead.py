@@ -219,9 +219,12 @@ def test_the_parse_is_planned_once_for_a_file(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_statement_run_over_tables_reads_the_one_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    registered = []
-    view = Store._arrow_registered
+    import runaudit.store.database as database
+
+    registered, prepared = [], []
+    view, prepare = Store._arrow_registered, database._prepare_over
     monkeypatch.setattr(Store, "_arrow_registered", lambda self, *a: registered.append(1) or view(self, *a))
+    monkeypatch.setattr(database, "_prepare_over", lambda *a: prepared.append(1) or prepare(*a))
     with Store.open(tmp_path / "s.duckdb") as s:
         sql = "SELECT sum(x) AS total, count(*) AS n FROM _chunk"
         for i in range(3):
@@ -238,6 +241,8 @@ def test_a_statement_run_over_tables_reads_the_one_given(tmp_path: Path, monkeyp
             got, _ = s.arrow_over(pa.table({"x": [f"2026-01-0{day} 10:00:00+01:00"]}), tz)
             assert got.to_pylist() == [{"t": f"2026-01-0{day} 09:00:00"}]
         assert len(registered) == 2
+        # its second run went to the view at once: no plan made again to be thrown away
+        assert len(prepared) == 3
         # the plans kept before are still the ones run
         got, _ = s.arrow_over(pa.table({"x": pa.array([7], pa.int64())}), sql)
         assert got.to_pylist() == [{"total": 7, "n": 1}] and len(registered) == 2

@@ -285,14 +285,19 @@ def has_big_line(table: Any) -> bool:
     return int(pc.max(table["orig_len"]).as_py() or 0) > BIG_LINE_BYTES
 
 
-def parse_rows(store: Store, table: Any, sql: str, map_params: list[Any]) -> Any:
-    """Run the parse statement ``sql`` (one of ``final_sql``) over the lines ``table`` and return ``_final``'s rows
-    as Arrow, with their DuckDB types, instead of making the table."""
+def _rows_sql(sql: str) -> str:
+    """The query of the parse statement ``sql`` (one of ``final_sql``): its rows, without making ``_final``."""
     sql = sql.strip()
     if not sql.startswith(FINAL_PREFIX):  # pragma: no cover - guarded by insert_sql
         raise AssertionError("the parse statement does not create _final")
+    return sql[len(FINAL_PREFIX):]
+
+
+def parse_rows(store: Store, table: Any, sql: str, map_params: list[Any]) -> Any:
+    """Run the parse statement ``sql`` (one of ``final_sql``) over the lines ``table`` and return ``_final``'s rows
+    as Arrow, with their DuckDB types, instead of making the table."""
     with store.registered("_chunk", table):
-        return store.arrow_typed(sql[len(FINAL_PREFIX):], map_params)
+        return store.arrow_typed(_rows_sql(sql), map_params)
 
 
 def parse_window(side: Store, win: Any, final_sql: tuple[str, str, str], map_params: list[Any]) -> Any:
@@ -314,7 +319,7 @@ def parse_planned(store: Store, table: Any, sql: str, map_params: list[Any]) -> 
         from runaudit.one_line import inline_params
 
         sql = inline_params(sql, {}, map_params)
-    return store.arrow_over(table, sql.strip()[len(FINAL_PREFIX):])
+    return store.arrow_over(table, _rows_sql(sql))
 
 
 def process_window(store: Store, win: Any, ctx: dict[str, Any], final_sql: tuple[str, str, str],

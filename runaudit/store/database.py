@@ -137,6 +137,8 @@ class Store:
         # statements planned once (arrow_over): by SQL and the schema of the lines they read
         self._plans: dict[tuple[str, pa.Schema], tuple[str, ArrowSlot]] = {}
         self._planned = 0
+        # statements arrow_over could not keep a plan of: run over a registered view without trying again
+        self._unplannable: set[tuple[str, pa.Schema]] = set()
 
     @contextlib.contextmanager
     def setting(self, name: str, value: str, restore: str) -> Iterator[None]:
@@ -335,8 +337,11 @@ class Store:
         optimising. Here ``_chunk`` is not in the catalog: DuckDB finds it among the locals of the frame that
         prepares (:func:`_prepare_over`) and makes it a scan of an :class:`ArrowSlot`, a table function in the
         plan; each run reads the table put in the slot for it. Should DuckDB plan the statement again all the
-        same, it no longer finds ``_chunk``: the statement then runs over a registered view, as before."""
+        same, it no longer finds ``_chunk``: the statement then runs over a registered view, as before, and so do
+        its later runs (one plan each, not a failed one first)."""
         key = (sql, table.schema)
+        if key in self._unplannable:
+            return self._arrow_registered(table, sql)
         plan = self._plans.get(key)
         if plan is None:
             slot = ArrowSlot(table)
@@ -345,6 +350,7 @@ class Store:
             try:
                 _prepare_over(self.con, name, sql, slot)
             except duckdb.Error:
+                self._unplannable.add(key)
                 return self._arrow_registered(table, sql)
             slot.table = None
             plan = self._plans[key] = (name, slot)
@@ -356,6 +362,7 @@ class Store:
             return arrow_table(cur.to_arrow_table()), types
         except duckdb.CatalogException:
             del self._plans[key]
+            self._unplannable.add(key)
             with contextlib.suppress(duckdb.Error):
                 self.con.execute(f"DEALLOCATE {name}")
             return self._arrow_registered(table, sql)
@@ -370,6 +377,7 @@ class Store:
             with contextlib.suppress(duckdb.Error):
                 self.con.execute(f"DEALLOCATE {name}")
         self._plans.clear()
+        self._unplannable.clear()
 
     def _arrow_registered(self, table: pa.Table, sql: str) -> tuple[pa.Table, list[str]]:
         with self.registered("_chunk", table):
